@@ -1,0 +1,162 @@
+//! The configuration of one domain, and its validation.
+//!
+//! Pure logic: every value a user or dom0 can pass is checked here, before
+//! any KVM object exists, so that a bad value is a sentence and not a failed
+//! ioctl.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Smallest RAM a domain may have. The test guest is linked at 2 MiB and
+/// needs room for its stacks and page tables above that.
+pub const MIN_MEMORY_MIB: u64 = 8;
+/// Largest RAM a domain may have (1 TiB); the host's own limit is checked
+/// when the memory is created.
+pub const MAX_MEMORY_MIB: u64 = 1 << 20;
+/// Largest number of vCPUs: 8-bit APIC IDs, without x2APIC.
+pub const MAX_VCPUS: u32 = 255;
+/// Longest domain name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Everything needed to build one domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainConfig {
+    /// Name used in messages and log file names.
+    pub name: String,
+    /// The guest kernel image (an ELF file).
+    pub kernel: PathBuf,
+    /// The guest's command line.
+    pub cmdline: String,
+    /// RAM in MiB.
+    pub memory_mib: u64,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// Where the console output is logged, besides stdout.
+    pub console_log: Option<PathBuf>,
+}
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Bad domain name.
+    #[error("domain name {0:?} is not valid: use 1 to 64 characters from A-Z, a-z, 0-9, '-', '_' and '.', not starting with '.' or '-'")]
+    InvalidName(String),
+    /// Memory outside the allowed range.
+    #[error("memory of {0} MiB is out of range: a domain has between {MIN_MEMORY_MIB} MiB and {MAX_MEMORY_MIB} MiB")]
+    MemoryOutOfRange(u64),
+    /// vCPU count outside the allowed range.
+    #[error("{0} vCPUs is out of range: a domain has between 1 and {MAX_VCPUS} vCPUs")]
+    VcpusOutOfRange(u32),
+    /// Command line too long for the boot protocol.
+    #[error("the command line is {len} bytes long; at most {max} bytes fit")]
+    CmdlineTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Command line with a NUL byte or other control character.
+    #[error("the command line contains a control character at byte {0}; only printable text is passed to the guest")]
+    CmdlineControlCharacter(usize),
+}
+
+impl DomainConfig {
+    /// Checks every field; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_name(&self.name)?;
+        if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
+            return Err(ConfigError::MemoryOutOfRange(self.memory_mib));
+        }
+        if !(1..=MAX_VCPUS).contains(&self.vcpus) {
+            return Err(ConfigError::VcpusOutOfRange(self.vcpus));
+        }
+        // The boot protocols store the command line NUL-terminated.
+        let max = pvabi::boot::CMDLINE_MAX - 1;
+        if self.cmdline.len() > max {
+            return Err(ConfigError::CmdlineTooLong { len: self.cmdline.len(), max });
+        }
+        if let Some(pos) = self.cmdline.bytes().position(|b| b.is_ascii_control()) {
+            return Err(ConfigError::CmdlineControlCharacter(pos));
+        }
+        Ok(())
+    }
+
+    /// RAM in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_mib << 20
+    }
+}
+
+/// Domain names end up in file names and in dom0's table: keep them tame.
+pub fn validate_name(name: &str) -> Result<(), ConfigError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.chars().all(ok_char)
+        && !name.starts_with(['.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::InvalidName(name.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> DomainConfig {
+        DomainConfig {
+            name: "guest-1".into(),
+            kernel: "/boot/guest.elf".into(),
+            cmdline: "workload=compute iterations=100".into(),
+            memory_mib: 64,
+            vcpus: 2,
+            console_log: None,
+        }
+    }
+
+    #[test]
+    fn a_good_config_validates() {
+        assert_eq!(good().validate(), Ok(()));
+        assert_eq!(good().memory_bytes(), 64 << 20);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for bad in ["", ".hidden", "-flag", "a/b", "a b", "ünï", &"x".repeat(65)] {
+            let c = DomainConfig { name: bad.into(), ..good() };
+            assert_eq!(c.validate(), Err(ConfigError::InvalidName(bad.into())), "{bad:?}");
+        }
+        for ok in ["a", "web.01", "db_2", &"x".repeat(64)] {
+            assert_eq!(validate_name(ok), Ok(()), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn memory_bounds() {
+        for (mib, ok) in [(0, false), (MIN_MEMORY_MIB - 1, false), (MIN_MEMORY_MIB, true), (MAX_MEMORY_MIB, true), (MAX_MEMORY_MIB + 1, false)] {
+            let c = DomainConfig { memory_mib: mib, ..good() };
+            assert_eq!(c.validate().is_ok(), ok, "{mib} MiB");
+        }
+    }
+
+    #[test]
+    fn vcpu_bounds() {
+        for (n, ok) in [(0, false), (1, true), (MAX_VCPUS, true), (MAX_VCPUS + 1, false)] {
+            let c = DomainConfig { vcpus: n, ..good() };
+            assert_eq!(c.validate().is_ok(), ok, "{n} vCPUs");
+        }
+    }
+
+    #[test]
+    fn cmdline_is_checked() {
+        let long = DomainConfig { cmdline: "a".repeat(pvabi::boot::CMDLINE_MAX), ..good() };
+        assert!(matches!(long.validate(), Err(ConfigError::CmdlineTooLong { .. })));
+        let fits = DomainConfig { cmdline: "a".repeat(pvabi::boot::CMDLINE_MAX - 1), ..good() };
+        assert_eq!(fits.validate(), Ok(()));
+        let nul = DomainConfig { cmdline: "a\0b".into(), ..good() };
+        assert_eq!(nul.validate(), Err(ConfigError::CmdlineControlCharacter(1)));
+    }
+}

@@ -1,0 +1,12 @@
+//! Devices the hypervisor process emulates itself, and the buses that route
+//! guest port I/O and MMIO to them.
+//!
+//! Only what must be synchronous with the vCPU lives here (the UART, the
+//! debug-exit port). Real device work (block, network) happens in dom0's
+//! backends over shared-memory queues.
+
+pub mod bus;
+pub mod debug_exit;
+pub mod serial;
+
+pub use bus::{Bus, BusDevice, BusError, BusRequest};

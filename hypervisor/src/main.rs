@@ -1,0 +1,200 @@
+//! `hypervisor`: runs one domain in the foreground, or reports on the host.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use hypervisor::backend;
+use hypervisor::config::DomainConfig;
+use hypervisor::domain::{Domain, RunOptions, RunReport};
+use pvabi::exit_status::EXIT_CODE_HOST_ERROR;
+
+#[derive(Parser)]
+#[command(name = "hypervisor", version, about = "The per-domain runtime of our Xen-style PV hypervisor on KVM")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the host's KVM backend (vmx, svm or pvm) and the KVM capabilities we rely on.
+    Info {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one domain in the foreground; exits with the guest's exit status.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Guest kernel: a freestanding ELF image.
+    #[arg(long, value_name = "FILE")]
+    kernel: PathBuf,
+    /// RAM in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 128)]
+    mem: u64,
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    vcpus: u32,
+    /// The guest's command line.
+    #[arg(long, value_name = "STRING", default_value = "")]
+    cmdline: String,
+    /// Domain name, used in messages and the console log's file name.
+    #[arg(long, default_value = "domain")]
+    name: String,
+    /// Console log file (default: /var/log/hypervisor/NAME.console.log for
+    /// root, else $XDG_STATE_HOME/hypervisor/NAME.console.log).
+    #[arg(long, value_name = "FILE")]
+    console_log: Option<PathBuf>,
+    /// Print the vCPU counters (KVM binary stats and our own) at the end.
+    #[arg(long)]
+    stats: bool,
+    /// Stop the domain after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+}
+
+fn default_console_log(name: &str) -> Option<PathBuf> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let dir = if unsafe { libc::geteuid() } == 0 {
+        PathBuf::from("/var/log/hypervisor")
+    } else {
+        std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?
+            .join("hypervisor")
+    };
+    std::fs::create_dir_all(&dir).ok()?;
+    Some(dir.join(format!("{name}.console.log")))
+}
+
+fn info(json: bool) -> ExitCode {
+    let report = match hypervisor::host::probe() {
+        Ok(r) => r,
+        Err(e) => {
+            let d = backend::detect();
+            eprintln!("hypervisor: /dev/kvm cannot be opened: {e}");
+            eprintln!("host backend: {} ({})", d.backend.name(), d.evidence);
+            return ExitCode::from(EXIT_CODE_HOST_ERROR as u8);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("the report serializes"));
+    } else {
+        println!("host backend: {}", report.backend);
+        println!("  evidence:   {}", report.evidence);
+        if let Some(ok) = report.pvm_signature_confirmed {
+            println!("  PVM signature MSR {:#x}: {}", pvabi::pvm::MSR_SIGNATURE, if ok { "reads \"PVM\" (confirmed)" } else { "does not read \"PVM\"" });
+        }
+        println!("cpu: {}", report.cpu);
+        println!("KVM API version: {}", report.kvm_api_version);
+        println!("capabilities:");
+        for c in &report.capabilities {
+            let state = if c.value > 0 { format!("yes ({})", c.value) } else { "NO".into() };
+            println!("  {:<28} {:<10} {}{}", c.name, state, if c.required { "required: " } else { "" }, c.used_for);
+        }
+        for n in &report.notes {
+            println!("note: {n}");
+        }
+    }
+    if report.usable() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("hypervisor: this host's KVM lacks a required capability");
+        ExitCode::from(EXIT_CODE_HOST_ERROR as u8)
+    }
+}
+
+fn print_stats(report: &RunReport) {
+    eprintln!("vCPU statistics after {:.3} s:", report.elapsed.as_secs_f64());
+    let mut names: Vec<String> = Vec::new();
+    for v in &report.vcpus {
+        for (n, _) in v.kvm.iter() {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    let header: String = report.vcpus.iter().map(|v| format!(" {:>14}", format!("vcpu{}", v.index))).collect();
+    eprintln!("  {:<28}{header}", "counter (KVM binary stats)");
+    for n in &names {
+        let vals: Vec<u64> = report.vcpus.iter().map(|v| v.kvm_stat(n).unwrap_or(0)).collect();
+        if vals.iter().any(|&x| x != 0) || ["exits", "io_exits", "mmio_exits", "insn_emulation", "halt_exits"].contains(&n.as_str()) {
+            let row: String = vals.iter().map(|x| format!(" {x:>14}")).collect();
+            eprintln!("  {n:<28}{row}");
+        }
+    }
+    if names.is_empty() {
+        eprintln!("  (KVM binary statistics are not available on this host)");
+    }
+    eprintln!("  {:<28}{header}", "counter (hypervisor)");
+    if let Some(first) = report.vcpus.first() {
+        for (i, (n, _)) in first.userspace.iter().enumerate() {
+            let row: String = report.vcpus.iter().map(|v| format!(" {:>14}", v.userspace[i].1)).collect();
+            eprintln!("  {n:<28}{row}");
+        }
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let detection = backend::detect();
+    let console_log = args.console_log.clone().or_else(|| default_console_log(&args.name));
+    let config = DomainConfig {
+        name: args.name,
+        kernel: args.kernel,
+        cmdline: args.cmdline,
+        memory_mib: args.mem,
+        vcpus: args.vcpus,
+        console_log,
+    };
+    let timeout = match args.timeout {
+        Some(t) if t.is_finite() && t > 0.0 && t < 1e9 => Some(Duration::from_secs_f64(t)),
+        Some(t) => {
+            eprintln!("hypervisor: --timeout {t} is not a positive number of seconds");
+            return ExitCode::from(2);
+        }
+        None => None,
+    };
+    let domain = match Domain::build(&config, detection.backend) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("hypervisor: domain {:?} could not be built: {e}", config.name);
+            return ExitCode::from(EXIT_CODE_HOST_ERROR as u8);
+        }
+    };
+    eprintln!(
+        "hypervisor: domain {:?}: {} MiB, {} vCPU(s), host backend {}{}",
+        config.name,
+        config.memory_mib,
+        config.vcpus,
+        detection.backend.name(),
+        config.console_log.as_ref().map(|p| format!(", console log {}", p.display())).unwrap_or_default()
+    );
+    let report = match domain.run(RunOptions { timeout }) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hypervisor: domain {:?} could not run: {e}", config.name);
+            return ExitCode::from(EXIT_CODE_HOST_ERROR as u8);
+        }
+    };
+    if args.stats {
+        print_stats(&report);
+    }
+    eprintln!("hypervisor: domain {:?} ended: {}", config.name, report.end);
+    ExitCode::from(report.end.exit_code() as u8)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HYPERVISOR_LOG").unwrap_or_else(|_| "warn".into()))
+        .init();
+    match Cli::parse().command {
+        Command::Info { json } => info(json),
+        Command::Run(args) => run(args),
+    }
+}

@@ -1,0 +1,120 @@
+//! The KVM VM of one domain.
+
+use kvm_bindings::{kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Cap, Kvm, VmFd};
+use thiserror::Error;
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+
+use super::memory::GuestRam;
+
+/// The VM could not be created or configured.
+#[derive(Debug, Error)]
+pub enum VmError {
+    /// /dev/kvm could not be opened.
+    #[error("opening /dev/kvm failed: {0} (is KVM available and are you allowed to use it?)")]
+    OpenKvm(kvm_ioctls::Error),
+    /// Wrong KVM API version.
+    #[error("/dev/kvm speaks KVM API version {0}; version 12 is required")]
+    ApiVersion(i32),
+    /// A capability we cannot do without is missing.
+    #[error("the host's KVM lacks {0}, which the hypervisor requires")]
+    MissingCap(&'static str),
+    /// KVM_CREATE_VM failed.
+    #[error("creating the KVM VM failed: {0}")]
+    CreateVm(kvm_ioctls::Error),
+    /// Too many vCPUs for this host.
+    #[error("this host's KVM supports at most {max} vCPUs per VM; {requested} were asked for")]
+    TooManyVcpus {
+        /// Asked for.
+        requested: u32,
+        /// KVM_CAP_MAX_VCPUS.
+        max: u32,
+    },
+    /// KVM_SET_USER_MEMORY_REGION failed.
+    #[error("registering guest RAM at {gpa:#x} with KVM failed: {source}")]
+    MemoryRegion {
+        /// Region start.
+        gpa: u64,
+        /// Cause.
+        source: kvm_ioctls::Error,
+    },
+    /// KVM_GET_SUPPORTED_CPUID failed.
+    #[error("reading the CPUID KVM supports failed: {0}")]
+    SupportedCpuid(kvm_ioctls::Error),
+}
+
+/// A KVM VM with its system handle.
+pub struct Vm {
+    kvm: Kvm,
+    fd: VmFd,
+}
+
+impl Vm {
+    /// Opens /dev/kvm and creates a VM.
+    pub fn new() -> Result<Vm, VmError> {
+        let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+        let api = kvm.get_api_version();
+        if api != 12 {
+            return Err(VmError::ApiVersion(api));
+        }
+        for (cap, name) in [
+            (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+            (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
+            (Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"),
+        ] {
+            if !kvm.check_extension(cap) {
+                return Err(VmError::MissingCap(name));
+            }
+        }
+        let fd = kvm.create_vm().map_err(VmError::CreateVm)?;
+        Ok(Vm { kvm, fd })
+    }
+
+    /// The VM file descriptor.
+    pub fn fd(&self) -> &VmFd {
+        &self.fd
+    }
+
+    /// The /dev/kvm handle.
+    pub fn kvm(&self) -> &Kvm {
+        &self.kvm
+    }
+
+    /// Largest number of vCPUs KVM allows in one VM.
+    pub fn max_vcpus(&self) -> u32 {
+        self.kvm.get_max_vcpus() as u32
+    }
+
+    /// Checks `n` vCPUs are possible.
+    pub fn check_vcpus(&self, requested: u32) -> Result<(), VmError> {
+        let max = self.max_vcpus();
+        if requested > max {
+            return Err(VmError::TooManyVcpus { requested, max });
+        }
+        Ok(())
+    }
+
+    /// Registers every RAM region as a KVM memory slot.
+    pub fn register_memory(&self, ram: &GuestRam) -> Result<(), VmError> {
+        for (slot, region) in ram.memory().iter().enumerate() {
+            let gpa = region.start_addr().0;
+            let region_desc = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: gpa,
+                memory_size: region.len(),
+                userspace_addr: region.as_ptr() as u64,
+            };
+            // SAFETY: the host range [as_ptr, as_ptr + len) is a live mapping
+            // owned by `ram`, which the caller keeps alive for as long as the
+            // VM runs (the Domain owns both and drops the VM first).
+            unsafe { self.fd.set_user_memory_region(region_desc) }.map_err(|source| VmError::MemoryRegion { gpa, source })?;
+        }
+        Ok(())
+    }
+
+    /// KVM_GET_SUPPORTED_CPUID.
+    pub fn supported_cpuid(&self) -> Result<CpuId, VmError> {
+        self.kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(VmError::SupportedCpuid)
+    }
+}
