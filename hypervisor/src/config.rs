@@ -24,8 +24,11 @@ pub const MAX_NAME_LEN: usize = 64;
 pub struct DomainConfig {
     /// Name used in messages and log file names.
     pub name: String,
-    /// The guest kernel image (an ELF file).
+    /// The guest kernel image: a freestanding ELF, a Linux bzImage, or a
+    /// Linux vmlinux with a PVH note.
     pub kernel: PathBuf,
+    /// An initrd for a Linux kernel.
+    pub initrd: Option<PathBuf>,
     /// The guest's command line.
     pub cmdline: String,
     /// RAM in MiB.
@@ -110,6 +113,7 @@ mod tests {
         DomainConfig {
             name: "guest-1".into(),
             kernel: "/boot/guest.elf".into(),
+            initrd: None,
             cmdline: "workload=compute iterations=100".into(),
             memory_mib: 64,
             vcpus: 2,

@@ -13,12 +13,17 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 use kvm_bindings::CpuId;
 use pvabi::cpuid::HostBackend;
-use pvabi::exit_status::{EXIT_CODE_CRASHED, EXIT_CODE_TIMEOUT, MAX_GUEST_STATUS};
-use pvabi::ports::{COM1, COM1_LEN, DEBUG_EXIT};
+use pvabi::exit_status::{EXIT_CODE_CRASHED, EXIT_CODE_STOPPED, EXIT_CODE_TIMEOUT, MAX_GUEST_STATUS};
+use pvabi::ports::{ACPI_PM_BASE, ACPI_PM_LEN, CMOS_INDEX, COM1, COM1_IRQ, COM1_LEN, DEBUG_EXIT, I8042_COMMAND};
 use thiserror::Error;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::freestanding::{BootError, FreestandingBoot};
+use crate::boot::linux::{self, LinuxBoot, LinuxBootError, LinuxFormat};
+use crate::devices::acpi_pm::AcpiPm;
+use crate::devices::cmos::Cmos;
+use crate::devices::i8042::I8042;
+use crate::devices::serial::ConsoleTail;
 use crate::config::{ConfigError, DomainConfig};
 use crate::cpuid::{self, CpuidParams};
 use crate::devices::debug_exit::DebugExit;
@@ -63,6 +68,20 @@ pub enum DomainError {
     /// Boot protocol.
     #[error(transparent)]
     Boot(#[from] BootError),
+    /// Linux boot protocol.
+    #[error(transparent)]
+    LinuxBoot(#[from] LinuxBootError),
+    /// An initrd for a guest that is not Linux.
+    #[error("an initrd was given, but the kernel image is not a Linux kernel")]
+    InitrdWithoutLinux,
+    /// The initrd could not be read.
+    #[error("reading the initrd {path} failed: {source}")]
+    Initrd {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// vCPU setup.
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
@@ -101,11 +120,16 @@ pub enum DomainEnd {
     Reboot,
     /// The domain crashed.
     Crashed(Crash),
+    /// The guest kernel panicked (seen on its console before it reset or
+    /// stopped).
+    GuestPanic(String),
     /// Every vCPU halted with nothing left to wake it, and no exit status
     /// was reported.
     AllHalted,
     /// The run timed out.
     TimedOut(Duration),
+    /// Someone asked the domain to stop (see [`Domain::stopper`]).
+    Stopped,
 }
 
 impl DomainEnd {
@@ -115,8 +139,9 @@ impl DomainEnd {
         match self {
             DomainEnd::GuestExit(s) => (*s).min(MAX_GUEST_STATUS) as i32,
             DomainEnd::Poweroff | DomainEnd::Reboot => 0,
-            DomainEnd::Crashed(_) | DomainEnd::AllHalted => EXIT_CODE_CRASHED,
+            DomainEnd::Crashed(_) | DomainEnd::GuestPanic(_) | DomainEnd::AllHalted => EXIT_CODE_CRASHED,
             DomainEnd::TimedOut(_) => EXIT_CODE_TIMEOUT,
+            DomainEnd::Stopped => EXIT_CODE_STOPPED,
         }
     }
 
@@ -136,11 +161,13 @@ impl fmt::Display for DomainEnd {
             DomainEnd::Poweroff => write!(f, "the guest powered off"),
             DomainEnd::Reboot => write!(f, "the guest asked for a reboot"),
             DomainEnd::Crashed(c) => write!(f, "the domain crashed: {c}"),
+            DomainEnd::GuestPanic(text) => write!(f, "the domain crashed: the guest kernel panicked:\n{text}"),
             DomainEnd::AllHalted => write!(
                 f,
                 "the domain crashed: every vCPU halted with interrupts it cannot receive, and the guest never reported an exit status"
             ),
             DomainEnd::TimedOut(t) => write!(f, "the domain was stopped after running for {:.1} s (--timeout)", t.as_secs_f64()),
+            DomainEnd::Stopped => write!(f, "the domain was stopped on request"),
         }
     }
 }
@@ -181,10 +208,49 @@ pub struct RunOptions {
     pub timeout: Option<Duration>,
 }
 
+/// What the domain's main thread waits for.
+#[derive(Debug)]
+enum Event {
+    /// A vCPU loop ended.
+    Vcpu(u32, VcpuEnd),
+    /// A [`Stopper`] asked the domain to stop.
+    Stop,
+}
+
+/// Stops a running domain from another thread.
+#[derive(Clone)]
+pub struct Stopper(crossbeam_channel::Sender<Event>);
+
+impl Stopper {
+    /// Ends the domain with [`DomainEnd::Stopped`].
+    pub fn stop(&self) {
+        let _ = self.0.send(Event::Stop);
+    }
+}
+
+/// What kind of guest a domain runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestKind {
+    /// Our freestanding ELF protocol.
+    Freestanding,
+    /// Linux.
+    Linux(LinuxFormat),
+}
+
+impl GuestKind {
+    /// Whether this guest knows how to run natively on kvm_pvm (registers
+    /// a VIF page, U bit in its page tables).
+    pub fn pvm_aware(self) -> bool {
+        self == GuestKind::Freestanding
+    }
+}
+
 /// A built domain, ready to run.
 pub struct Domain {
     config: DomainConfig,
     backend: HostBackend,
+    kind: GuestKind,
+    console_tail: ConsoleTail,
     // Field order is drop order: vCPUs and the VM go before the RAM they map.
     vcpus: Vec<Vcpu>,
     stats: Vec<Option<StatsFd>>,
@@ -192,20 +258,23 @@ pub struct Domain {
     ram: GuestRam,
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
-    _serial: Arc<Mutex<SerialPort>>,
+    serial: Arc<Mutex<SerialPort>>,
+    events: (crossbeam_channel::Sender<Event>, crossbeam_channel::Receiver<Event>),
 }
 
-fn read_kernel(path: &std::path::Path) -> Result<Vec<u8>, DomainError> {
+/// Reads a boot file of at most [`MAX_KERNEL_BYTES`]; `err` names which.
+fn read_image(
+    path: &std::path::Path,
+    err: fn(String, std::io::Error) -> DomainError,
+) -> Result<Vec<u8>, DomainError> {
     let shown = path.display().to_string();
-    let file = File::open(path).map_err(|source| DomainError::Kernel { path: shown.clone(), source })?;
-    let size = file.metadata().map_err(|source| DomainError::Kernel { path: shown.clone(), source })?.len();
+    let file = File::open(path).map_err(|e| err(shown.clone(), e))?;
+    let size = file.metadata().map_err(|e| err(shown.clone(), e))?.len();
     if size > MAX_KERNEL_BYTES {
         return Err(DomainError::KernelTooLarge { path: shown, size });
     }
     let mut image = Vec::with_capacity(size as usize);
-    file.take(MAX_KERNEL_BYTES + 1)
-        .read_to_end(&mut image)
-        .map_err(|source| DomainError::Kernel { path: shown.clone(), source })?;
+    file.take(MAX_KERNEL_BYTES + 1).read_to_end(&mut image).map_err(|e| err(shown.clone(), e))?;
     Ok(image)
 }
 
@@ -213,21 +282,43 @@ impl Domain {
     /// Builds a domain: VM, RAM, boot image, vCPUs, devices.
     pub fn build(config: &DomainConfig, backend: HostBackend) -> Result<Domain, DomainError> {
         config.validate()?;
-        let image = read_kernel(&config.kernel)?;
+        let image = read_image(&config.kernel, |path, source| DomainError::Kernel { path, source })?;
+        let kind = linux::detect(&image).map_or(GuestKind::Freestanding, GuestKind::Linux);
+        let initrd = match &config.initrd {
+            Some(_) if kind == GuestKind::Freestanding => return Err(DomainError::InitrdWithoutLinux),
+            Some(p) => Some(read_image(p, |path, source| DomainError::Initrd { path, source })?),
+            None => None,
+        };
         let vm = Vm::new()?;
         vm.check_vcpus(config.vcpus)?;
+        // Linux expects a PC's interrupt controllers and timer; our own
+        // guests poll and must see HLT as an exit.
+        let irqchip = matches!(kind, GuestKind::Linux(_));
+        if irqchip {
+            vm.create_platform_irqchip()?;
+        }
         let name = CString::new(format!("domain-{}", config.name)).expect("validated names have no NUL");
         let ram = GuestRam::new(&name, config.memory_bytes())?;
         vm.register_memory(&ram)?;
 
-        let entry = FreestandingBoot {
-            image: &image,
-            cmdline: &config.cmdline,
-            ram: ram.ranges(),
-            vcpu_count: config.vcpus,
-            user_bit: backend == HostBackend::Pvm,
-        }
-        .load(ram.memory())?;
+        let entry = match kind {
+            GuestKind::Freestanding => FreestandingBoot {
+                image: &image,
+                cmdline: &config.cmdline,
+                ram: ram.ranges(),
+                vcpu_count: config.vcpus,
+                user_bit: backend == HostBackend::Pvm,
+            }
+            .load(ram.memory())?,
+            GuestKind::Linux(_) => LinuxBoot {
+                image: &image,
+                initrd: initrd.as_deref(),
+                cmdline: &config.cmdline,
+                ram: ram.ranges(),
+                vcpu_count: config.vcpus,
+            }
+            .load(ram.memory())?,
+        };
 
         let supported = vm.supported_cpuid()?;
         let mut vcpus = Vec::with_capacity(config.vcpus as usize);
@@ -236,7 +327,7 @@ impl Domain {
             let vcpu = Vcpu::new(vm.fd(), index)?;
             let entries = cpuid::build(supported.as_slice(), CpuidParams { vcpu_index: index, vcpu_count: config.vcpus, backend });
             let cpuid = CpuId::from_entries(&entries).expect("the entry count is bounded by KVM_MAX_CPUID_ENTRIES + 3");
-            vcpu.configure(&cpuid, &entry)?;
+            vcpu.configure(&cpuid, &entry, irqchip)?;
             stats.push(match StatsFd::open(vcpu.fd()) {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -258,22 +349,49 @@ impl Domain {
             None => None,
         };
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(DomainError::EventFd)?;
-        let serial = Arc::new(Mutex::new(SerialPort::new(serial_irq, ConsoleSink::new(true, log))));
+        if irqchip {
+            vm.register_irqfd(&serial_irq, COM1_IRQ)?;
+        }
+        let console_tail = ConsoleTail::default();
+        let serial = Arc::new(Mutex::new(SerialPort::new(serial_irq, ConsoleSink::new(true, log, console_tail.clone()))));
         let mut pio = Bus::new();
         pio.insert(u64::from(COM1), u64::from(COM1_LEN), serial.clone())?;
         pio.insert(u64::from(DEBUG_EXIT), 4, Arc::new(Mutex::new(DebugExit)))?;
+        if let GuestKind::Linux(_) = kind {
+            pio.insert(u64::from(CMOS_INDEX), 2, Arc::new(Mutex::new(Cmos::default())))?;
+            pio.insert(u64::from(I8042_COMMAND), 1, Arc::new(Mutex::new(I8042)))?;
+            pio.insert(u64::from(ACPI_PM_BASE), u64::from(ACPI_PM_LEN), Arc::new(Mutex::new(AcpiPm)))?;
+        }
 
         Ok(Domain {
             config: config.clone(),
             backend,
+            kind,
+            console_tail,
             vcpus,
             stats,
             vm,
             ram,
             pio: Arc::new(pio),
             mmio: Arc::new(Bus::new()),
-            _serial: serial,
+            serial,
+            events: crossbeam_channel::unbounded(),
         })
+    }
+
+    /// A handle that stops the domain once it runs.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.events.0.clone())
+    }
+
+    /// What kind of guest it runs.
+    pub fn kind(&self) -> GuestKind {
+        self.kind
+    }
+
+    /// The serial port, to feed it console input.
+    pub fn serial(&self) -> Arc<Mutex<SerialPort>> {
+        self.serial.clone()
     }
 
     /// The configuration it was built from.
@@ -301,7 +419,7 @@ impl Domain {
         vcpu::install_kick_handler()?;
         let stop = Arc::new(AtomicBool::new(false));
         let shared = VcpuShared { pio: self.pio.clone(), mmio: self.mmio.clone(), stop: stop.clone() };
-        let (tx, rx) = crossbeam_channel::unbounded::<(u32, VcpuEnd)>();
+        let (tx, rx) = (self.events.0.clone(), self.events.1.clone());
         let counters: Vec<Arc<VcpuCounters>> = self.vcpus.iter().map(Vcpu::counters).collect();
         let started = Instant::now();
         let mut threads: Vec<JoinHandle<Vcpu>> = Vec::new();
@@ -311,7 +429,7 @@ impl Domain {
             let spawned = std::thread::Builder::new().name(format!("vcpu{index}")).spawn(move || {
                 let end = vcpu.run(&shared);
                 let halted = matches!(end, VcpuEnd::Halted);
-                let _ = tx.send((index, end));
+                let _ = tx.send(Event::Vcpu(index, end));
                 // A halted vCPU without an interrupt controller can never
                 // run again; keep it (and its state) until the domain ends.
                 while halted && !shared.stop.load(Ordering::Acquire) {
@@ -329,10 +447,39 @@ impl Domain {
         }
         drop(tx);
 
+        let watch_emulation = self.backend == HostBackend::Pvm && !self.kind.pvm_aware();
+        let stats0 = self.stats.first().and_then(Option::as_ref);
+        let mut last_emulated = 0;
+        let mut warned = false;
+        let mut tick = || {
+            // A guest that is not PVM-aware runs in KVM's instruction
+            // emulator on kvm_pvm: say so instead of looking hung.
+            let Some(emulated) = stats0.filter(|_| watch_emulation).and_then(|s| s.read().ok()).and_then(|v| {
+                v.into_iter().find(|(n, _)| n == "insn_emulation").map(|(_, x)| x)
+            }) else {
+                return;
+            };
+            if !warned && emulated.saturating_sub(last_emulated) > 100_000 {
+                eprintln!(
+                    "hypervisor: warning: vCPU 0 ran {} instructions in KVM's instruction emulator in the last {} s: \
+                     this guest is not PVM-aware and runs emulated, very slowly, on this kvm_pvm host",
+                    emulated - last_emulated,
+                    TICK.as_secs()
+                );
+                warned = true;
+            }
+            last_emulated = emulated;
+        };
         let end = match spawn_error {
             Some(_) => None,
-            None => Some(wait_for_end(&rx, threads.len(), options.timeout, started)),
+            None => Some(wait_for_end(&rx, threads.len(), options.timeout, started, &mut tick)),
         };
+        // A Linux kernel that panicked resets (panic=N) or stops; its
+        // console says why.
+        let end = end.map(|e| match (&e, self.console_tail.linux_panic(12)) {
+            (DomainEnd::Reboot | DomainEnd::Poweroff | DomainEnd::Crashed(_) | DomainEnd::TimedOut(_), Some(text)) => DomainEnd::GuestPanic(text),
+            _ => e,
+        });
 
         stop.store(true, Ordering::Release);
         for t in &threads {
@@ -366,28 +513,44 @@ impl Domain {
     }
 }
 
+/// How often [`wait_for_end`] calls its tick.
+const TICK: Duration = Duration::from_secs(5);
+
 /// Waits for the event that ends the domain: an exit status, a crash, a
-/// power event, every vCPU halted, or the timeout.
+/// power event, every vCPU halted, or the timeout; calls `tick` every
+/// [`TICK`] meanwhile.
 fn wait_for_end(
-    rx: &crossbeam_channel::Receiver<(u32, VcpuEnd)>,
+    rx: &crossbeam_channel::Receiver<Event>,
     vcpu_count: usize,
     timeout: Option<Duration>,
     started: Instant,
+    tick: &mut dyn FnMut(),
 ) -> DomainEnd {
     let mut halted = 0;
+    let mut next_tick = started + TICK;
     loop {
-        let event = match timeout {
-            Some(t) => match rx.recv_timeout(t.saturating_sub(started.elapsed())) {
-                Ok(ev) => ev,
-                Err(RecvTimeoutError::Timeout) => return DomainEnd::TimedOut(started.elapsed()),
-                Err(RecvTimeoutError::Disconnected) => return DomainEnd::AllHalted,
-            },
-            None => match rx.recv() {
-                Ok(ev) => ev,
-                Err(_) => return DomainEnd::AllHalted,
-            },
+        let deadline = timeout.map(|t| started + t);
+        let wake = deadline.map_or(next_tick, |d| d.min(next_tick));
+        let event = match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+            Ok(ev) => ev,
+            Err(RecvTimeoutError::Timeout) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return DomainEnd::TimedOut(started.elapsed());
+                }
+                tick();
+                next_tick += TICK;
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return DomainEnd::AllHalted,
         };
-        match event.1 {
+        let end = match event {
+            Event::Stop => return DomainEnd::Stopped,
+            Event::Vcpu(index, end) => {
+                tracing::debug!(vcpu = index, ?end, "vCPU loop ended");
+                end
+            }
+        };
+        match end {
             VcpuEnd::GuestExit(s) => return DomainEnd::GuestExit(s),
             VcpuEnd::Poweroff => return DomainEnd::Poweroff,
             VcpuEnd::Reset => return DomainEnd::Reboot,
@@ -421,12 +584,15 @@ mod tests {
     #[test]
     fn the_first_decisive_event_ends_the_domain() {
         let (tx, rx) = crossbeam_channel::unbounded();
-        tx.send((1, VcpuEnd::Halted)).unwrap();
-        tx.send((0, VcpuEnd::GuestExit(7))).unwrap();
-        assert!(matches!(wait_for_end(&rx, 2, None, Instant::now()), DomainEnd::GuestExit(7)));
-        tx.send((0, VcpuEnd::Halted)).unwrap();
-        tx.send((1, VcpuEnd::Halted)).unwrap();
-        assert!(matches!(wait_for_end(&rx, 2, None, Instant::now()), DomainEnd::AllHalted));
-        assert!(matches!(wait_for_end(&rx, 2, Some(Duration::from_millis(10)), Instant::now()), DomainEnd::TimedOut(_)));
+        tx.send(Event::Vcpu(1, VcpuEnd::Halted)).unwrap();
+        tx.send(Event::Vcpu(0, VcpuEnd::GuestExit(7))).unwrap();
+        let mut no_tick = || {};
+        assert!(matches!(wait_for_end(&rx, 2, None, Instant::now(), &mut no_tick), DomainEnd::GuestExit(7)));
+        tx.send(Event::Vcpu(0, VcpuEnd::Halted)).unwrap();
+        tx.send(Event::Vcpu(1, VcpuEnd::Halted)).unwrap();
+        assert!(matches!(wait_for_end(&rx, 2, None, Instant::now(), &mut no_tick), DomainEnd::AllHalted));
+        assert!(matches!(wait_for_end(&rx, 2, Some(Duration::from_millis(10)), Instant::now(), &mut no_tick), DomainEnd::TimedOut(_)));
+        tx.send(Event::Stop).unwrap();
+        assert!(matches!(wait_for_end(&rx, 2, None, Instant::now(), &mut no_tick), DomainEnd::Stopped));
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use hypervisor::backend;
 use hypervisor::config::DomainConfig;
-use hypervisor::domain::{Domain, RunOptions, RunReport};
+use hypervisor::domain::{Domain, DomainEnd, DomainError, RunOptions, RunReport};
+use pvabi::cpuid::HostBackend;
 use pvabi::exit_status::EXIT_CODE_HOST_ERROR;
 
 #[derive(Parser)]
@@ -31,9 +32,13 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Guest kernel: a freestanding ELF image.
+    /// Guest kernel: a freestanding ELF image, a Linux bzImage, or a Linux
+    /// vmlinux with a PVH entry point.
     #[arg(long, value_name = "FILE")]
     kernel: PathBuf,
+    /// Initial ramdisk for a Linux kernel.
+    #[arg(long, value_name = "FILE")]
+    initrd: Option<PathBuf>,
     /// RAM in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 128)]
     mem: u64,
@@ -56,6 +61,78 @@ struct RunArgs {
     /// Stop the domain after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
+    /// What a guest reboot does: end the run (reported as a reboot), or
+    /// start the domain again from its kernel.
+    #[arg(long, value_enum, default_value_t = OnReboot::Stop)]
+    on_reboot: OnReboot,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnReboot {
+    /// End the run and report the reboot.
+    Stop,
+    /// Build and boot the domain again.
+    Restart,
+}
+
+/// Puts a terminal on stdin into raw mode for the guest console and puts it
+/// back on drop.
+struct RawTerminal(Option<nix::sys::termios::Termios>);
+
+impl RawTerminal {
+    fn enter() -> RawTerminal {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        let Ok(saved) = tcgetattr(&stdin) else { return RawTerminal(None) };
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        // Keep output processing so our own messages still start lines.
+        raw.output_flags = saved.output_flags;
+        if tcsetattr(&stdin, SetArg::TCSANOW, &raw).is_err() {
+            return RawTerminal(None);
+        }
+        RawTerminal(Some(saved))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, saved);
+        }
+    }
+}
+
+/// Ctrl-], as in `xl console` and telnet.
+const DETACH: u8 = 0x1d;
+
+/// Feeds stdin to the guest's UART; Ctrl-] stops the domain.
+fn spawn_console_input(domain: &Domain) {
+    use std::io::Read;
+    let serial = domain.serial();
+    let stopper = domain.stopper();
+    let _ = std::thread::Builder::new().name("console-input".into()).spawn(move || {
+        let mut buf = [0u8; 256];
+        let mut stdin = std::io::stdin();
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 {
+                return;
+            }
+            let mut input = &buf[..n];
+            if let Some(i) = input.iter().position(|&b| b == DETACH) {
+                stopper.stop();
+                input = &input[..i];
+            }
+            // The UART FIFO is small: wait for the guest to drain it.
+            while !input.is_empty() {
+                let taken = serial.lock().unwrap_or_else(|p| p.into_inner()).enqueue_input(input);
+                input = &input[taken..];
+                if !input.is_empty() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    });
 }
 
 fn default_console_log(name: &str) -> Option<PathBuf> {
@@ -146,6 +223,7 @@ fn run(args: RunArgs) -> ExitCode {
     let config = DomainConfig {
         name: args.name,
         kernel: args.kernel,
+        initrd: args.initrd,
         cmdline: args.cmdline,
         memory_mib: args.mem,
         vcpus: args.vcpus,
@@ -159,33 +237,54 @@ fn run(args: RunArgs) -> ExitCode {
         }
         None => None,
     };
-    let domain = match Domain::build(&config, detection.backend) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("hypervisor: domain {:?} could not be built: {e}", config.name);
-            return ExitCode::from(EXIT_CODE_HOST_ERROR as u8);
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    loop {
+        let domain = match Domain::build(&config, detection.backend) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("hypervisor: domain {:?} could not be built: {e}", config.name);
+                // A bad value on the command line is a usage error, like clap's.
+                let code = if matches!(e, DomainError::Config(_)) { 2 } else { EXIT_CODE_HOST_ERROR as u8 };
+                return ExitCode::from(code);
+            }
+        };
+        eprintln!(
+            "hypervisor: domain {:?}: {} MiB, {} vCPU(s), host backend {}{}{}",
+            config.name,
+            config.memory_mib,
+            config.vcpus,
+            detection.backend.name(),
+            config.console_log.as_ref().map(|p| format!(", console log {}", p.display())).unwrap_or_default(),
+            if interactive { "; Ctrl-] stops the domain" } else { "" }
+        );
+        if detection.backend == HostBackend::Pvm && !domain.kind().pvm_aware() {
+            eprintln!(
+                "hypervisor: warning: this host's KVM is kvm_pvm and this guest kernel is not PVM-aware: \
+                 it will run in KVM's instruction emulator at a few million instructions per second, \
+                 and Linux does not get far that way. Run Linux guests on a VT-x/AMD-V host, or in the \
+                 nested-SVM rig (tests/rig)."
+            );
         }
-    };
-    eprintln!(
-        "hypervisor: domain {:?}: {} MiB, {} vCPU(s), host backend {}{}",
-        config.name,
-        config.memory_mib,
-        config.vcpus,
-        detection.backend.name(),
-        config.console_log.as_ref().map(|p| format!(", console log {}", p.display())).unwrap_or_default()
-    );
-    let report = match domain.run(RunOptions { timeout }) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("hypervisor: domain {:?} could not run: {e}", config.name);
-            return ExitCode::from(EXIT_CODE_HOST_ERROR as u8);
+        spawn_console_input(&domain);
+        let _raw = interactive.then(RawTerminal::enter);
+        let report = match domain.run(RunOptions { timeout }) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("hypervisor: domain {:?} could not run: {e}", config.name);
+                return ExitCode::from(EXIT_CODE_HOST_ERROR as u8);
+            }
+        };
+        drop(_raw);
+        if args.stats {
+            print_stats(&report);
         }
-    };
-    if args.stats {
-        print_stats(&report);
+        eprintln!("hypervisor: domain {:?} ended: {}", config.name, report.end);
+        if matches!(report.end, DomainEnd::Reboot) && args.on_reboot == OnReboot::Restart {
+            eprintln!("hypervisor: restarting domain {:?} (--on-reboot restart)", config.name);
+            continue;
+        }
+        return ExitCode::from(report.end.exit_code() as u8);
     }
-    eprintln!("hypervisor: domain {:?} ended: {}", config.name, report.end);
-    ExitCode::from(report.end.exit_code() as u8)
 }
 
 fn main() -> ExitCode {

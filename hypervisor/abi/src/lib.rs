@@ -132,6 +132,29 @@ pub mod ports {
     pub const COM1_LEN: u16 = 8;
     /// Legacy IRQ line of COM1.
     pub const COM1_IRQ: u32 = 4;
+    /// CMOS/RTC index register (the data register follows).
+    pub const CMOS_INDEX: u16 = 0x70;
+    /// i8042 command/status port; writing 0xfe resets the machine.
+    pub const I8042_COMMAND: u16 = 0x64;
+    /// The i8042 "pulse reset line" command.
+    pub const I8042_RESET: u8 = 0xfe;
+    /// Our ACPI power-management block (hardware-reduced ACPI): sleep
+    /// control at +0, sleep status at +1, reset at +2. The FADT points here.
+    pub const ACPI_PM_BASE: u16 = 0x600;
+    /// Length of [`ACPI_PM_BASE`].
+    pub const ACPI_PM_LEN: u16 = 4;
+    /// Sleep control register (FADT SLEEP_CONTROL_REG).
+    pub const ACPI_SLEEP_CONTROL: u16 = ACPI_PM_BASE;
+    /// Sleep status register (FADT SLEEP_STATUS_REG).
+    pub const ACPI_SLEEP_STATUS: u16 = ACPI_PM_BASE + 1;
+    /// Reset register (FADT RESET_REG).
+    pub const ACPI_RESET: u16 = ACPI_PM_BASE + 2;
+    /// Value written to [`ACPI_RESET`] to reset (FADT RESET_VALUE).
+    pub const ACPI_RESET_VALUE: u8 = 1;
+    /// SLP_TYP of the S5 (soft-off) state, in the DSDT's `_S5_` object.
+    pub const ACPI_S5_SLP_TYP: u8 = 5;
+    /// SLP_EN bit of the sleep control register.
+    pub const ACPI_SLP_EN: u8 = 1 << 5;
     /// Debug-exit port: a 32-bit `out` of an exit status ends the domain
     /// with that status (see [`crate::exit_status`]). A narrower write is
     /// taken zero-extended.
@@ -157,6 +180,9 @@ pub mod exit_status {
     pub const EXIT_CODE_CRASHED: i32 = 101;
     /// Process exit code when the domain ran past `--timeout`.
     pub const EXIT_CODE_TIMEOUT: i32 = 102;
+    /// Process exit code when the domain was stopped from outside (the
+    /// console's Ctrl-]).
+    pub const EXIT_CODE_STOPPED: i32 = 104;
     /// Process exit code when the domain could not be built or run (no
     /// /dev/kvm, unreadable kernel, bad configuration).
     pub const EXIT_CODE_HOST_ERROR: i32 = 103;

@@ -205,6 +205,46 @@ pub fn check(image: &[u8], ram: &[RamRange], load_floor: u64) -> Result<CheckedE
     Ok(CheckedElf { entry, segments: segments.into_iter().map(|(_, s)| s).collect() })
 }
 
+const PT_NOTE: u32 = 4;
+/// XEN_ELFNOTE_PHYS32_ENTRY: the PVH entry point.
+const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+
+/// Whether an ELF image carries a PVH entry note (name "Xen", type 18), as
+/// a Linux vmlinux built with CONFIG_PVH does. Never panics on bad input.
+pub fn has_pvh_note(image: &[u8]) -> bool {
+    if image.len() < EHDR_SIZE || &image[..4] != b"\x7fELF" || image[EI_CLASS] != ELFCLASS64 || image[EI_DATA] != ELFDATA2LSB {
+        return false;
+    }
+    let phoff = u64_at(image, 32) as usize;
+    let (phentsize, phnum) = (usize::from(u16_at(image, 54)), usize::from(u16_at(image, 56)).min(MAX_PHDRS));
+    if phentsize != PHDR_SIZE {
+        return false;
+    }
+    for i in 0..phnum {
+        let Some(ph) = phoff.checked_add(i * PHDR_SIZE).and_then(|o| image.get(o..o + PHDR_SIZE)) else { return false };
+        if u32_at(ph, 0) != PT_NOTE {
+            continue;
+        }
+        let (offset, size) = (u64_at(ph, 8) as usize, u64_at(ph, 32) as usize);
+        let Some(notes) = offset.checked_add(size).and_then(|end| image.get(offset..end)) else { continue };
+        let mut at = 0usize;
+        while at + 12 <= notes.len() {
+            let (namesz, descsz, kind) = (u32_at(notes, at) as usize, u32_at(notes, at + 4) as usize, u32_at(notes, at + 8));
+            let name_at = at + 12;
+            let align4 = |x: usize| x.checked_add(3).map(|v| v & !3);
+            let (Some(n), Some(d)) = (align4(namesz), align4(descsz)) else { break };
+            if kind == XEN_ELFNOTE_PHYS32_ENTRY && notes.get(name_at..name_at + namesz) == Some(b"Xen\0".as_slice()) {
+                return true;
+            }
+            match name_at.checked_add(n).and_then(|x| x.checked_add(d)) {
+                Some(next) if next > at => at = next,
+                _ => break,
+            }
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -301,6 +341,44 @@ pub(crate) mod tests {
         let mut img = image(0x20_0000, 0x20_0000, &[0; 4]);
         img[ph..ph + 4].copy_from_slice(&PT_INTERP.to_le_bytes());
         assert_eq!(check(&img, &ram(), 0x10_0000), Err(ElfError::Dynamic));
+    }
+
+    /// `image()` with a PT_NOTE program header holding one note.
+    fn with_note(name: &[u8], kind: u32) -> Vec<u8> {
+        let mut img = image(0x20_0000, 0x20_0000, &[0xf4]);
+        let note_off = img.len() as u64;
+        let mut note = Vec::new();
+        note.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        note.extend_from_slice(&4u32.to_le_bytes());
+        note.extend_from_slice(&kind.to_le_bytes());
+        note.extend_from_slice(name);
+        note.resize(12 + ((name.len() + 3) & !3), 0);
+        note.extend_from_slice(&0x100_0000u32.to_le_bytes());
+        img.extend_from_slice(&note);
+        // A second program header, placed after the note.
+        let ph_off = img.len();
+        let mut ph = vec![0u8; PHDR_SIZE];
+        ph[0..4].copy_from_slice(&PT_NOTE.to_le_bytes());
+        ph[8..16].copy_from_slice(&note_off.to_le_bytes());
+        ph[32..40].copy_from_slice(&(note.len() as u64).to_le_bytes());
+        let first = img[EHDR_SIZE..EHDR_SIZE + PHDR_SIZE].to_vec();
+        img.extend_from_slice(&first);
+        img.extend_from_slice(&ph);
+        img[32..40].copy_from_slice(&(ph_off as u64).to_le_bytes());
+        img[56..58].copy_from_slice(&2u16.to_le_bytes());
+        img
+    }
+
+    #[test]
+    fn finds_the_pvh_note() {
+        assert!(has_pvh_note(&with_note(b"Xen\0", XEN_ELFNOTE_PHYS32_ENTRY)));
+        assert!(!has_pvh_note(&with_note(b"Xen\0", 17)));
+        assert!(!has_pvh_note(&with_note(b"GNU\0", XEN_ELFNOTE_PHYS32_ENTRY)));
+        assert!(!has_pvh_note(&image(0x20_0000, 0x20_0000, &[0xf4])));
+        let img = with_note(b"Xen\0", XEN_ELFNOTE_PHYS32_ENTRY);
+        for len in 0..img.len() {
+            let _ = has_pvh_note(&img[..len]);
+        }
     }
 
     #[test]

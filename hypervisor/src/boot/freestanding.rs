@@ -14,7 +14,7 @@ use pvabi::boot::{
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
-use super::{elf, tss_descriptor, EntryState, GDT_CODE64, GDT_DATA};
+use super::{elf, tss_descriptor, EntryMode, EntryState, GDT_CODE64, GDT_DATA};
 use crate::layout::RamRange;
 
 const PTE_PRESENT: u64 = 1;
@@ -86,7 +86,7 @@ impl FreestandingBoot<'_> {
             memmap_entries: map.len() as u64,
         };
         mem.write_obj(Plain(info), GuestAddress(START_INFO))?;
-        Ok(EntryState { rip: checked.entry, rdi: START_INFO, cr3: BOOT_PML4, vcpu_index_in_rsi: true })
+        Ok(EntryState { mode: EntryMode::Freestanding64, rip: checked.entry, rdi: START_INFO, rsi: 0, rbx: 0, cr3: BOOT_PML4, all_vcpus: true })
     }
 
     fn write_gdt<M: GuestMemoryBackend>(&self, mem: &M) -> Result<(), BootError> {
@@ -100,28 +100,34 @@ impl FreestandingBoot<'_> {
         Ok(())
     }
 
-    /// One PML4, one PDPT and four PDs map the first 4 GiB with 2 MiB pages.
     fn write_page_tables<M: GuestMemoryBackend>(&self, mem: &M) -> Result<(), BootError> {
-        let user = if self.user_bit { pvabi::pvm::PTE_USER } else { 0 };
-        let table = PTE_PRESENT | PTE_WRITABLE | user;
-        let pdpt = BOOT_PML4 + PAGE;
-        let pd0 = pdpt + PAGE;
-        let pds = BOOT_MAP_SIZE / (512 * HUGE_2M);
-        mem.write_slice(&[0u8; PAGE as usize], GuestAddress(BOOT_PML4))?;
-        mem.write_slice(&[0u8; PAGE as usize], GuestAddress(pdpt))?;
-        mem.write_obj(pdpt | table, GuestAddress(BOOT_PML4))?;
-        let mut entries = vec![0u8; PAGE as usize];
-        for i in 0..pds {
-            let pd = pd0 + i * PAGE;
-            mem.write_obj(pd | table, GuestAddress(pdpt + 8 * i))?;
-            for (j, chunk) in entries.chunks_exact_mut(8).enumerate() {
-                let frame = (i * 512 + j as u64) * HUGE_2M;
-                chunk.copy_from_slice(&(frame | table | PTE_PS).to_le_bytes());
-            }
-            mem.write_slice(&entries, GuestAddress(pd))?;
-        }
-        Ok(())
+        write_identity_map(mem, self.user_bit)
     }
+}
+
+/// Writes the boot identity map at [`BOOT_PML4`]: one PML4, one PDPT and
+/// four PDs map the first 4 GiB with 2 MiB pages. With `user_bit` every
+/// entry has the U/S bit, which kvm_pvm needs for native execution.
+pub fn write_identity_map<M: GuestMemoryBackend>(mem: &M, user_bit: bool) -> Result<(), BootError> {
+    let user = if user_bit { pvabi::pvm::PTE_USER } else { 0 };
+    let table = PTE_PRESENT | PTE_WRITABLE | user;
+    let pdpt = BOOT_PML4 + PAGE;
+    let pd0 = pdpt + PAGE;
+    let pds = BOOT_MAP_SIZE / (512 * HUGE_2M);
+    mem.write_slice(&[0u8; PAGE as usize], GuestAddress(BOOT_PML4))?;
+    mem.write_slice(&[0u8; PAGE as usize], GuestAddress(pdpt))?;
+    mem.write_obj(pdpt | table, GuestAddress(BOOT_PML4))?;
+    let mut entries = vec![0u8; PAGE as usize];
+    for i in 0..pds {
+        let pd = pd0 + i * PAGE;
+        mem.write_obj(pd | table, GuestAddress(pdpt + 8 * i))?;
+        for (j, chunk) in entries.chunks_exact_mut(8).enumerate() {
+            let frame = (i * 512 + j as u64) * HUGE_2M;
+            chunk.copy_from_slice(&(frame | table | PTE_PS).to_le_bytes());
+        }
+        mem.write_slice(&entries, GuestAddress(pd))?;
+    }
+    Ok(())
 }
 
 /// The memory map handed to the guest: the boot area below [`LOAD_MIN`] is
@@ -175,7 +181,7 @@ mod tests {
         let img = image(0x20_0000, 0x20_0004, &[0x90, 0x90, 0x90, 0x90, 0xf4]);
         let boot = FreestandingBoot { image: &img, cmdline: "workload=banner", ram: &ram, vcpu_count: 2, user_bit: true };
         let entry = boot.load(&m).unwrap();
-        assert_eq!(entry, EntryState { rip: 0x20_0004, rdi: START_INFO, cr3: BOOT_PML4, vcpu_index_in_rsi: true });
+        assert_eq!(entry, EntryState { mode: EntryMode::Freestanding64, rip: 0x20_0004, rdi: START_INFO, rsi: 0, rbx: 0, cr3: BOOT_PML4, all_vcpus: true });
         assert_eq!(m.read_obj::<u8>(GuestAddress(0x20_0004)).unwrap(), 0xf4);
         let info: Plain<StartInfo> = m.read_obj(GuestAddress(START_INFO)).unwrap();
         assert_eq!(info.0.magic, START_INFO_MAGIC);

@@ -2,38 +2,71 @@
 //! vCPUs start in.
 //!
 //! - [`freestanding`]: our own ELF guests (the test guest), entered in
-//!   64-bit mode with an identity map, as documented in [`pvabi::boot`].
+//!   64-bit mode with an identity map, as documented in [`pvabi::boot`];
+//! - [`linux`]: Linux, as a bzImage (64-bit boot protocol, boot_params) or
+//!   as an ELF vmlinux through its PVH entry point, with ACPI tables
+//!   ([`acpi`]) describing the CPUs, the power and reset registers.
 
+pub mod acpi;
 pub mod elf;
 pub mod freestanding;
+pub mod linux;
 
 use kvm_bindings::{kvm_segment, kvm_sregs};
 
-/// The register state every vCPU starts with.
+/// The CPU mode and descriptor layout a boot protocol enters the guest in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryMode {
+    /// 64-bit mode, our freestanding GDT (code 0x08, data 0x10, TSS 0x18).
+    Freestanding64,
+    /// 64-bit mode, the Linux boot protocol's GDT (__BOOT_CS 0x10,
+    /// __BOOT_DS 0x18, TSS 0x20).
+    Linux64,
+    /// 32-bit protected mode without paging, for the PVH entry point (code
+    /// 0x08, data 0x18, TSS 0x20).
+    Pvh32,
+}
+
+/// The register state a vCPU starts with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntryState {
+    /// CPU mode.
+    pub mode: EntryMode,
     /// Instruction pointer.
     pub rip: u64,
-    /// First argument register (RDI).
+    /// RDI (freestanding: start info).
     pub rdi: u64,
-    /// Page table root.
+    /// RSI (Linux 64-bit: boot_params).
+    pub rsi: u64,
+    /// RBX (PVH: hvm_start_info).
+    pub rbx: u64,
+    /// Page table root (64-bit modes).
     pub cr3: u64,
-    /// Whether the vCPU index goes in RSI (freestanding protocol).
-    pub vcpu_index_in_rsi: bool,
+    /// Whether every vCPU starts here with its index in RSI (freestanding
+    /// protocol); otherwise only vCPU 0 does and the others wait for the
+    /// boot vCPU's INIT/SIPI in the in-kernel local APIC.
+    pub all_vcpus: bool,
 }
 
 /// 64-bit code segment, DPL 0.
 pub const GDT_CODE64: u64 = 0x00af_9b00_0000_ffff;
 /// Flat data segment, DPL 0.
 pub const GDT_DATA: u64 = 0x00cf_9300_0000_ffff;
-/// Selectors of the boot GDT.
+/// Flat 32-bit code segment, DPL 0.
+pub const GDT_CODE32: u64 = 0x00cf_9b00_0000_ffff;
+/// Selectors of the freestanding boot GDT.
 pub const SEL_CODE: u16 = 0x08;
 /// Data selector.
 pub const SEL_DATA: u16 = 0x10;
 /// TSS selector (a 16-byte descriptor).
 pub const SEL_TSS: u16 = 0x18;
-/// Bytes in the boot GDT: null, code, data, 16-byte TSS.
+/// The GDT written by the Linux protocols: null, 32-bit code (0x08),
+/// 64-bit code (__BOOT_CS, 0x10), data (__BOOT_DS, 0x18), TSS (0x20).
+pub const LINUX_GDT: [u64; 4] = [0, GDT_CODE32, GDT_CODE64, GDT_DATA];
+/// Bytes in the freestanding boot GDT: null, code, data, 16-byte TSS.
 pub const GDT_LEN: u64 = 5 * 8;
+/// Bytes in the Linux boot GDT.
+pub const LINUX_GDT_LEN: u64 = 6 * 8;
 /// TSS limit (a 104-byte 64-bit TSS).
 pub const TSS_LIMIT: u32 = 0x67;
 
@@ -82,29 +115,59 @@ const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 const EFER_NXE: u64 = 1 << 11;
 
-/// Puts `sregs` into 64-bit long mode with the boot GDT at `gdt_base`, the
-/// TSS at `tss_base` and paging rooted at `cr3`. The IDT is left empty: the
-/// guest installs its own.
-pub fn set_long_mode(sregs: &mut kvm_sregs, gdt_base: u64, tss_base: u64, cr3: u64) {
-    let code = segment_from_descriptor(SEL_CODE, GDT_CODE64);
-    let data = segment_from_descriptor(SEL_DATA, GDT_DATA);
+/// Puts `sregs` into the mode of `entry`, with the boot GDT at `gdt_base`
+/// and the TSS at `tss_base`. The IDT is left empty: the guest installs its
+/// own.
+pub fn set_entry_mode(sregs: &mut kvm_sregs, entry: &EntryState, gdt_base: u64, tss_base: u64) {
+    match entry.mode {
+        EntryMode::Freestanding64 => set_long_mode(sregs, gdt_base, tss_base, entry.cr3, (SEL_CODE, SEL_DATA, SEL_TSS, GDT_LEN)),
+        EntryMode::Linux64 => set_long_mode(sregs, gdt_base, tss_base, entry.cr3, (0x10, 0x18, 0x20, LINUX_GDT_LEN)),
+        EntryMode::Pvh32 => {
+            let code = segment_from_descriptor(0x08, GDT_CODE32);
+            let data = segment_from_descriptor(0x18, GDT_DATA);
+            sregs.cs = code;
+            for s in [&mut sregs.ds, &mut sregs.es, &mut sregs.fs, &mut sregs.gs, &mut sregs.ss] {
+                *s = data;
+            }
+            sregs.tr = tss_segment(tss_base, 0x20);
+            sregs.gdt.base = gdt_base;
+            sregs.gdt.limit = (LINUX_GDT_LEN - 1) as u16;
+            sregs.idt.base = 0;
+            sregs.idt.limit = 0;
+            sregs.cr0 = CR0_PE | CR0_ET;
+            sregs.cr3 = 0;
+            sregs.cr4 = 0;
+            sregs.efer = 0;
+        }
+    }
+}
+
+fn tss_segment(base: u64, selector: u16) -> kvm_segment {
+    kvm_segment {
+        base,
+        limit: TSS_LIMIT,
+        selector,
+        type_: 11, // busy TSS, as after LTR
+        present: 1,
+        s: 0,
+        ..Default::default()
+    }
+}
+
+/// 64-bit long mode with paging rooted at `cr3`; `sel` is (code, data,
+/// TSS, GDT length).
+fn set_long_mode(sregs: &mut kvm_sregs, gdt_base: u64, tss_base: u64, cr3: u64, sel: (u16, u16, u16, u64)) {
+    let code = segment_from_descriptor(sel.0, GDT_CODE64);
+    let data = segment_from_descriptor(sel.1, GDT_DATA);
     sregs.cs = code;
     sregs.ds = data;
     sregs.es = data;
     sregs.fs = data;
     sregs.gs = data;
     sregs.ss = data;
-    sregs.tr = kvm_segment {
-        base: tss_base,
-        limit: TSS_LIMIT,
-        selector: SEL_TSS,
-        type_: 11, // busy 64-bit TSS, as after LTR
-        present: 1,
-        s: 0,
-        ..Default::default()
-    };
+    sregs.tr = tss_segment(tss_base, sel.2);
     sregs.gdt.base = gdt_base;
-    sregs.gdt.limit = (GDT_LEN - 1) as u16;
+    sregs.gdt.limit = (sel.3 - 1) as u16;
     sregs.idt.base = 0;
     sregs.idt.limit = 0;
     sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_PG;
@@ -129,7 +192,7 @@ mod tests {
     fn tss_descriptor_fields() {
         let [low, high] = tss_descriptor(0x1234_5678_9abc);
         assert_eq!(low & 0xffff, 0x67);
-        assert_eq!((low >> 16) & 0xff_ffff, 0x56_789a & 0xff_ffff | 0);
+        assert_eq!((low >> 16) & 0xff_ffff, 0x78_9abc);
         assert_eq!((low >> 40) & 0xff, 0x89);
         assert_eq!(((low >> 16) & 0xff_ffff) | (((low >> 56) & 0xff) << 24) | (high << 32), 0x1234_5678_9abc);
     }
@@ -137,7 +200,8 @@ mod tests {
     #[test]
     fn long_mode_state() {
         let mut s = kvm_sregs::default();
-        set_long_mode(&mut s, 0x500, 0x600, 0x1000);
+        let entry = EntryState { mode: EntryMode::Freestanding64, rip: 0, rdi: 0, rsi: 0, rbx: 0, cr3: 0x1000, all_vcpus: true };
+        set_entry_mode(&mut s, &entry, 0x500, 0x600);
         assert_eq!(s.efer & (EFER_LME | EFER_LMA), EFER_LME | EFER_LMA);
         assert_ne!(s.cr0 & CR0_PG, 0);
         assert_ne!(s.cr4 & CR4_PAE, 0);
@@ -145,5 +209,10 @@ mod tests {
         assert_eq!(s.cs.l, 1);
         assert_eq!(s.tr.base, 0x600);
         assert_eq!(s.gdt.limit, 39);
+        set_entry_mode(&mut s, &EntryState { mode: EntryMode::Linux64, ..entry }, 0x500, 0x600);
+        assert_eq!((s.cs.selector, s.ds.selector, s.tr.selector, s.cs.l), (0x10, 0x18, 0x20, 1));
+        set_entry_mode(&mut s, &EntryState { mode: EntryMode::Pvh32, ..entry }, 0x500, 0x600);
+        assert_eq!((s.cs.selector, s.cs.l, s.cs.db, s.ss.selector), (0x08, 0, 1, 0x18));
+        assert_eq!((s.cr0 & CR0_PG, s.efer), (0, 0), "PVH starts without paging");
     }
 }

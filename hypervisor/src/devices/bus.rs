@@ -11,6 +11,10 @@ pub enum BusRequest {
     None,
     /// End the domain with this guest exit status (debug-exit port).
     GuestExit(u32),
+    /// The guest powered off (ACPI S5).
+    Poweroff,
+    /// The guest reset the machine.
+    Reset,
 }
 
 /// A device on a bus. `offset` is relative to the start of its range.

@@ -5,8 +5,11 @@
 //! debug-exit port). Real device work (block, network) happens in dom0's
 //! backends over shared-memory queues.
 
+pub mod acpi_pm;
 pub mod bus;
+pub mod cmos;
 pub mod debug_exit;
+pub mod i8042;
 pub mod serial;
 
 pub use bus::{Bus, BusDevice, BusError, BusRequest};

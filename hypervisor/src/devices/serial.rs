@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
 
 use vm_superio::{serial::NoEvents, Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
@@ -22,16 +23,51 @@ impl Trigger for EventFdTrigger {
     }
 }
 
-/// Where console bytes go: the hypervisor's stdout and the log file.
+/// The last bytes the guest printed, kept so the hypervisor can say why a
+/// guest died (for example a Linux panic message before a reset).
+#[derive(Clone, Default)]
+pub struct ConsoleTail(Arc<Mutex<Vec<u8>>>);
+
+impl ConsoleTail {
+    /// How much is kept.
+    pub const KEEP: usize = 16 * 1024;
+
+    fn push(&self, buf: &[u8]) {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        t.extend_from_slice(buf);
+        if t.len() > 2 * Self::KEEP {
+            let cut = t.len() - Self::KEEP;
+            t.drain(..cut);
+        }
+    }
+
+    /// The kept output as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+
+    /// If the guest printed a Linux kernel panic, its message: the panic
+    /// line and what followed, at most `max_lines` lines.
+    pub fn linux_panic(&self, max_lines: usize) -> Option<String> {
+        let text = self.text();
+        let at = text.rfind("Kernel panic - not syncing")?;
+        let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        Some(text[start..].lines().take(max_lines).collect::<Vec<_>>().join("\n"))
+    }
+}
+
+/// Where console bytes go: the hypervisor's stdout, the log file, and the
+/// kept tail.
 pub struct ConsoleSink {
     stdout: Option<io::Stdout>,
     log: Option<File>,
+    tail: ConsoleTail,
 }
 
 impl ConsoleSink {
-    /// Writes to stdout (if `echo`) and to `log` (if any).
-    pub fn new(echo: bool, log: Option<File>) -> ConsoleSink {
-        ConsoleSink { stdout: echo.then(io::stdout), log }
+    /// Writes to stdout (if `echo`), to `log` (if any) and to `tail`.
+    pub fn new(echo: bool, log: Option<File>, tail: ConsoleTail) -> ConsoleSink {
+        ConsoleSink { stdout: echo.then(io::stdout), log, tail }
     }
 }
 
@@ -47,6 +83,7 @@ impl Write for ConsoleSink {
         if let Some(log) = &mut self.log {
             let _ = log.write_all(buf);
         }
+        self.tail.push(buf);
         Ok(buf.len())
     }
 
@@ -100,7 +137,7 @@ mod tests {
     fn output_reaches_the_log() {
         let path = std::env::temp_dir().join(format!("serial-test-{}.log", std::process::id()));
         let log = File::create(&path).unwrap();
-        let mut port = SerialPort::new(EventFd::new(libc::EFD_NONBLOCK).unwrap(), ConsoleSink::new(false, Some(log)));
+        let mut port = SerialPort::new(EventFd::new(libc::EFD_NONBLOCK).unwrap(), ConsoleSink::new(false, Some(log), ConsoleTail::default()));
         for b in b"hi\n" {
             port.write(0, &[*b]);
         }
@@ -112,5 +149,19 @@ mod tests {
         File::open(&path).unwrap().read_to_string(&mut s).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(s, "hi\n");
+    }
+
+    #[test]
+    fn finds_a_linux_panic_in_the_tail() {
+        let tail = ConsoleTail::default();
+        tail.push(b"[    1.0] Run /init\n[    1.2] Kernel panic - not syncing: Attempted to kill init!\n[    1.2] CPU: 0 PID: 1\nmore\n");
+        let p = tail.linux_panic(2).unwrap();
+        assert_eq!(p, "[    1.2] Kernel panic - not syncing: Attempted to kill init!\n[    1.2] CPU: 0 PID: 1");
+        assert!(ConsoleTail::default().linux_panic(5).is_none());
+        let big = ConsoleTail::default();
+        for _ in 0..10_000 {
+            big.push(b"0123456789");
+        }
+        assert!(big.text().len() <= 2 * ConsoleTail::KEEP);
     }
 }

@@ -92,7 +92,7 @@ impl GuestRam {
 mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
-    use vm_memory::{Bytes, GuestMemory};
+    use vm_memory::{Bytes, GuestMemoryBackend};
 
     #[test]
     fn guest_writes_are_visible_through_the_file() {

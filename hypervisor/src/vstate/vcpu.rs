@@ -138,9 +138,11 @@ impl fmt::Display for Crash {
 pub enum VcpuEnd {
     /// The guest wrote its exit status to the debug-exit port.
     GuestExit(u32),
-    /// The guest asked for power off (a KVM system event).
+    /// The guest asked for power off (ACPI sleep control, or a KVM system
+    /// event).
     Poweroff,
-    /// The guest asked for a reset (a KVM system event).
+    /// The guest asked for a reset (ACPI reset register, i8042, or a KVM
+    /// system event).
     Reset,
     /// The vCPU executed HLT and nothing can wake it (no in-kernel
     /// interrupt controller): it is parked.
@@ -254,16 +256,27 @@ impl Vcpu {
         move |source| VcpuError::Setup { index, what, source }
     }
 
-    /// Sets CPUID, long-mode segment state, registers and FPU for `entry`.
-    pub fn configure(&self, cpuid: &CpuId, entry: &EntryState) -> Result<(), VcpuError> {
+    /// Sets CPUID and, if this vCPU starts at `entry` (every vCPU in the
+    /// freestanding protocol, the boot vCPU for Linux), its segment state,
+    /// registers and FPU. Other vCPUs stay in the reset state and wait for
+    /// the boot vCPU's INIT/SIPI. With an in-kernel local APIC, LINT0 is
+    /// wired as ExtINT and LINT1 as NMI, as firmware does on a PC.
+    pub fn configure(&self, cpuid: &CpuId, entry: &EntryState, irqchip: bool) -> Result<(), VcpuError> {
         self.fd.set_cpuid2(cpuid).map_err(self.setup_err("KVM_SET_CPUID2"))?;
+        if irqchip {
+            self.set_lint()?;
+        }
+        if !entry.all_vcpus && self.index != 0 {
+            return Ok(());
+        }
         let mut sregs = self.fd.get_sregs().map_err(self.setup_err("KVM_GET_SREGS"))?;
-        boot::set_long_mode(&mut sregs, pvabi::boot::BOOT_GDT, pvabi::boot::BOOT_TSS, entry.cr3);
+        boot::set_entry_mode(&mut sregs, entry, pvabi::boot::BOOT_GDT, pvabi::boot::BOOT_TSS);
         self.fd.set_sregs(&sregs).map_err(self.setup_err("KVM_SET_SREGS"))?;
         let regs = kvm_regs {
             rip: entry.rip,
             rdi: entry.rdi,
-            rsi: if entry.vcpu_index_in_rsi { u64::from(self.index) } else { 0 },
+            rsi: if entry.all_vcpus { u64::from(self.index) } else { entry.rsi },
+            rbx: entry.rbx,
             rflags: 0x2,
             ..Default::default()
         };
@@ -272,6 +285,23 @@ impl Vcpu {
         let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
         self.fd.set_fpu(&fpu).map_err(self.setup_err("KVM_SET_FPU"))?;
         Ok(())
+    }
+
+    fn set_lint(&self) -> Result<(), VcpuError> {
+        const APIC_LVT0: usize = 0x350;
+        const APIC_LVT1: usize = 0x360;
+        const DELIVERY_MODE_MASK: u32 = 0x700;
+        const EXTINT: u32 = 0x700;
+        const NMI: u32 = 0x400;
+        let mut lapic = self.fd.get_lapic().map_err(self.setup_err("KVM_GET_LAPIC"))?;
+        for (reg, mode) in [(APIC_LVT0, EXTINT), (APIC_LVT1, NMI)] {
+            let bytes: [u8; 4] = std::array::from_fn(|i| lapic.regs[reg + i] as u8);
+            let v = (u32::from_le_bytes(bytes) & !DELIVERY_MODE_MASK) | mode;
+            for (i, b) in v.to_le_bytes().iter().enumerate() {
+                lapic.regs[reg + i] = *b as libc::c_char;
+            }
+        }
+        self.fd.set_lapic(&lapic).map_err(self.setup_err("KVM_SET_LAPIC"))
     }
 
     fn registers(&self) -> Option<RegisterDump> {
@@ -326,6 +356,8 @@ impl Vcpu {
                     match shared.mmio.write(gpa, data) {
                         Some(BusRequest::None) => Next::Continue,
                         Some(BusRequest::GuestExit(s)) => Next::End(VcpuEnd::GuestExit(s)),
+                        Some(BusRequest::Poweroff) => Next::End(VcpuEnd::Poweroff),
+                        Some(BusRequest::Reset) => Next::End(VcpuEnd::Reset),
                         None => Next::End(VcpuEnd::Crashed(Crash {
                             vcpu: self.index,
                             kind: CrashKind::UnbackedMmio { gpa, len: data.len(), write: true },
@@ -404,6 +436,8 @@ impl Vcpu {
                 match shared.pio.write(port, access) {
                     Some(BusRequest::None) => {}
                     Some(BusRequest::GuestExit(status)) => return Some(VcpuEnd::GuestExit(status)),
+                    Some(BusRequest::Poweroff) => return Some(VcpuEnd::Poweroff),
+                    Some(BusRequest::Reset) => return Some(VcpuEnd::Reset),
                     None => {
                         self.counters.unclaimed_pio.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(port, "write to a port no device claims ignored");

@@ -1,6 +1,6 @@
 //! The KVM VM of one domain.
 
-use kvm_bindings::{kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use thiserror::Error;
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
@@ -35,6 +35,22 @@ pub enum VmError {
     MemoryRegion {
         /// Region start.
         gpa: u64,
+        /// Cause.
+        source: kvm_ioctls::Error,
+    },
+    /// The in-kernel interrupt controllers or PIT could not be created.
+    #[error("creating the in-kernel {what} failed: {source}")]
+    Irqchip {
+        /// Which one.
+        what: &'static str,
+        /// Cause.
+        source: kvm_ioctls::Error,
+    },
+    /// An irqfd could not be registered.
+    #[error("connecting an interrupt eventfd to GSI {gsi} failed: {source}")]
+    Irqfd {
+        /// The GSI.
+        gsi: u32,
         /// Cause.
         source: kvm_ioctls::Error,
     },
@@ -111,6 +127,19 @@ impl Vm {
             unsafe { self.fd.set_user_memory_region(region_desc) }.map_err(|source| VmError::MemoryRegion { gpa, source })?;
         }
         Ok(())
+    }
+
+    /// Creates the in-kernel PIC, I/O APIC, local APICs and PIT, as a PC
+    /// has them. Must come before the vCPUs are created.
+    pub fn create_platform_irqchip(&self) -> Result<(), VmError> {
+        self.fd.create_irq_chip().map_err(|source| VmError::Irqchip { what: "interrupt controllers", source })?;
+        let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+        self.fd.create_pit2(pit).map_err(|source| VmError::Irqchip { what: "PIT", source })
+    }
+
+    /// Makes every signal of `evt` raise `gsi` in the in-kernel irqchip.
+    pub fn register_irqfd(&self, evt: &vmm_sys_util::eventfd::EventFd, gsi: u32) -> Result<(), VmError> {
+        self.fd.register_irqfd(evt, gsi).map_err(|source| VmError::Irqfd { gsi, source })
     }
 
     /// KVM_GET_SUPPORTED_CPUID.

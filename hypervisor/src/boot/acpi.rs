@@ -1,0 +1,160 @@
+//! ACPI tables for Linux guests: hardware-reduced ACPI, as on a modern
+//! virtual server without legacy firmware.
+//!
+//! Why ACPI at all: an x86 Linux without ACPI has no way to power off (it
+//! halts forever, and with an in-kernel local APIC a halted vCPU never exits
+//! to us), and no reset register. With a hardware-reduced FADT, `poweroff`
+//! writes SLP_TYP|SLP_EN to the sleep control register and `reboot` writes
+//! the reset value to the reset register: two port writes the hypervisor
+//! turns into "powered off" and "reboot". The MADT describes the vCPUs
+//! (this is how SMP is announced; no MP table) and the I/O APIC.
+//!
+//! Tables (built with rust-vmm's acpi_tables) are placed in the reserved
+//! BIOS area at [`ACPI_BASE`]; the RSDP address is passed to Linux in
+//! boot_params / hvm_start_info, so no scanning is needed.
+
+use acpi_tables::fadt::{FADTBuilder, Flags};
+use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
+use acpi_tables::madt::{EnabledStatus, IoApic, LocalInterruptController, ProcessorLocalApic, MADT};
+use acpi_tables::rsdp::Rsdp;
+use acpi_tables::sdt::Sdt;
+use acpi_tables::xsdt::XSDT;
+use acpi_tables::{aml, Aml};
+use pvabi::ports::{ACPI_RESET, ACPI_RESET_VALUE, ACPI_S5_SLP_TYP, ACPI_SLEEP_CONTROL, ACPI_SLEEP_STATUS};
+
+/// Where the tables go: inside the reserved 0x9fc00..0x100000 hole.
+pub const ACPI_BASE: u64 = 0xe_0000;
+/// Room for the tables.
+pub const ACPI_MAX: u64 = 0x2_0000;
+/// The I/O APIC's address, as on a PC.
+pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
+/// The local APIC's address.
+pub const LAPIC_ADDR: u32 = 0xfee0_0000;
+
+const OEM_ID: [u8; 6] = *b"SPLTPV";
+const OEM_TABLE: [u8; 8] = *b"SPLITPV ";
+const OEM_REVISION: u32 = 1;
+
+fn bytes(t: &dyn Aml) -> Vec<u8> {
+    let mut v = Vec::new();
+    t.to_aml_bytes(&mut v);
+    v
+}
+
+fn align16(x: u64) -> u64 {
+    (x + 15) & !15
+}
+
+/// The tables laid out from [`ACPI_BASE`]: (guest-physical address, bytes),
+/// RSDP first.
+pub fn build(vcpu_count: u32) -> Vec<(u64, Vec<u8>)> {
+    // DSDT: only the _S5_ object; devices are announced elsewhere.
+    let mut dsdt = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE, OEM_REVISION);
+    let s5 = aml::Name::new("_S5_".into(), &aml::Package::new(vec![&ACPI_S5_SLP_TYP]));
+    dsdt.append_slice(&bytes(&s5));
+
+    let mut madt = MADT::new(OEM_ID, OEM_TABLE, OEM_REVISION, LocalInterruptController::Address(LAPIC_ADDR));
+    for i in 0..vcpu_count {
+        madt.add_structure(ProcessorLocalApic::new(i as u8, i as u8, EnabledStatus::Enabled));
+    }
+    // The I/O APIC gets the next free APIC ID.
+    madt.add_structure(IoApic::new(vcpu_count as u8, IOAPIC_ADDR, 0));
+
+    let rsdp_len = Rsdp::len() as u64;
+    let xsdt_addr = align16(ACPI_BASE + rsdp_len);
+    // The XSDT has three entries: its size is known before the others.
+    let xsdt_len = 36 + 3 * 8;
+    let dsdt_addr = align16(xsdt_addr + xsdt_len);
+    let dsdt_bytes = dsdt.as_slice().to_vec();
+    let fadt_addr = align16(dsdt_addr + dsdt_bytes.len() as u64);
+
+    let io8 = |port: u16| GAS::new(AddressSpace::SystemIo, 8, 0, AccessSize::ByteAccess, u64::from(port));
+    let mut fadt = FADTBuilder::new(OEM_ID, OEM_TABLE, OEM_REVISION)
+        .dsdt_64(dsdt_addr)
+        .flag(Flags::HwReducedAcpi)
+        .flag(Flags::ResetRegSup)
+        .flag(Flags::PwrButton)
+        .flag(Flags::SlpButton);
+    fadt.reset_reg = io8(ACPI_RESET);
+    fadt.reset_value = ACPI_RESET_VALUE;
+    fadt.sleep_control_reg = io8(ACPI_SLEEP_CONTROL);
+    fadt.sleep_status_reg = io8(ACPI_SLEEP_STATUS);
+    fadt.hypervisor_vendor_identity = u64::from_le_bytes(*b"SPLITPV\0").into();
+    let fadt_bytes = bytes(&fadt.finalize());
+    let madt_addr = align16(fadt_addr + fadt_bytes.len() as u64);
+    let madt_bytes = bytes(&madt);
+
+    let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE, OEM_REVISION);
+    for a in [fadt_addr, madt_addr, dsdt_addr] {
+        // The DSDT is reached through the FADT; listing it in the XSDT too
+        // is harmless and some tools expect it.
+        if a != dsdt_addr {
+            xsdt.add_entry(a);
+        }
+    }
+    let xsdt_bytes = bytes(&xsdt);
+    let rsdp_bytes = bytes(&Rsdp::new(OEM_ID, xsdt_addr));
+    vec![
+        (ACPI_BASE, rsdp_bytes),
+        (xsdt_addr, xsdt_bytes),
+        (dsdt_addr, dsdt_bytes),
+        (fadt_addr, fadt_bytes),
+        (madt_addr, madt_bytes),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sum(b: &[u8]) -> u8 {
+        b.iter().fold(0u8, |a, x| a.wrapping_add(*x))
+    }
+
+    #[test]
+    fn tables_are_well_formed() {
+        let t = build(4);
+        let (rsdp_at, rsdp) = &t[0];
+        assert_eq!(*rsdp_at, ACPI_BASE);
+        assert_eq!(&rsdp[..8], b"RSD PTR ");
+        assert_eq!(sum(&rsdp[..20]), 0, "RSDP v1 checksum");
+        assert_eq!(sum(rsdp), 0, "RSDP extended checksum");
+        let xsdt_addr = u64::from_le_bytes(rsdp[24..32].try_into().unwrap());
+        let find = |sig: &[u8]| t.iter().find(|(_, b)| &b[..4] == sig).unwrap().clone();
+        assert_eq!(find(b"XSDT").0, xsdt_addr);
+        for sig in [b"XSDT", b"FACP", b"DSDT", b"APIC"] {
+            let (addr, b) = find(sig);
+            assert_eq!(sum(&b), 0, "{} checksum", String::from_utf8_lossy(sig));
+            assert_eq!(u32::from_le_bytes(b[4..8].try_into().unwrap()) as usize, b.len(), "length field");
+            assert_eq!(addr % 16, 0);
+            assert!(addr + b.len() as u64 <= ACPI_BASE + ACPI_MAX);
+        }
+        // The XSDT lists the FADT and the MADT.
+        let (_, x) = find(b"XSDT");
+        let entries: Vec<u64> = x[36..].chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(entries, vec![find(b"FACP").0, find(b"APIC").0]);
+        // The FADT is hardware-reduced and points at the DSDT and our ports.
+        let (_, f) = find(b"FACP");
+        let flags = u32::from_le_bytes(f[112..116].try_into().unwrap());
+        assert_ne!(flags & (1 << 20), 0, "HW_REDUCED_ACPI");
+        assert_ne!(flags & (1 << 10), 0, "RESET_REG_SUP");
+        assert_eq!(u64::from_le_bytes(f[140..148].try_into().unwrap()), find(b"DSDT").0, "X_DSDT");
+        assert_eq!(u64::from_le_bytes(f[120..128].try_into().unwrap()), u64::from(ACPI_RESET), "RESET_REG address");
+        assert_eq!(f[128], ACPI_RESET_VALUE);
+        assert_eq!(u64::from_le_bytes(f[248..256].try_into().unwrap()), u64::from(ACPI_SLEEP_CONTROL), "SLEEP_CONTROL_REG address");
+        // One local APIC per vCPU.
+        let (_, m) = find(b"APIC");
+        let mut off = 44;
+        let mut lapics = 0;
+        while off < m.len() {
+            if m[off] == 0 {
+                lapics += 1;
+            }
+            off += m[off + 1] as usize;
+        }
+        assert_eq!(lapics, 4);
+        // _S5_ is in the DSDT.
+        let (_, d) = find(b"DSDT");
+        assert!(d.windows(4).any(|w| w == b"_S5_"));
+    }
+}
