@@ -118,7 +118,9 @@ pub mod pvm {
         pub pending: u8,
         /// Reserved, zero.
         pub reserved: [u8; 6],
-        /// CR2 of the last page fault delivered to the guest.
+        /// Meant for the CR2 of the last page fault delivered to the
+        /// guest; measured on our kvm_pvm variant it stays 0, so guests read
+        /// CR2 itself (which does hold the faulting address).
         pub cr2: u64,
     }
     const _: () = assert!(core::mem::size_of::<Vif>() == 16);
@@ -204,7 +206,9 @@ pub mod exit_status {
 ///   at [`BOOT_TSS`]; IDT base 0, limit 0 (the guest installs its own).
 ///
 /// Guest-physical memory below [`LOAD_MIN`] belongs to the boot structures;
-/// ELF segments must lie at or above it and inside RAM.
+/// ELF segments must lie at or above it and inside RAM. The hypervisor
+/// zeroes every segment's tail beyond its file size (`.bss`), and all other
+/// RAM starts zeroed.
 pub mod boot {
     /// GDT used at entry.
     pub const BOOT_GDT: u64 = 0x500;

@@ -102,6 +102,8 @@ pub struct LoadSegment {
     pub gpa: u64,
     /// Bytes in memory (p_memsz).
     pub mem_len: u64,
+    /// Bytes from the file (p_filesz); the rest is zero-filled.
+    pub file_len: u64,
     /// Executable.
     pub executable: bool,
 }
@@ -190,7 +192,7 @@ pub fn check(image: &[u8], ram: &[RamRange], load_floor: u64) -> Result<CheckedE
         if !is_ram(ram, paddr, memsz) {
             return Err(ElfError::SegmentNotInRam { index, gpa: paddr, len: memsz });
         }
-        let seg = LoadSegment { gpa: paddr, mem_len: memsz, executable: flags & PF_X != 0 };
+        let seg = LoadSegment { gpa: paddr, mem_len: memsz, file_len: filesz, executable: flags & PF_X != 0 };
         if let Some((other, _)) = segments.iter().find(|(_, s)| s.gpa < seg.gpa + seg.mem_len && seg.gpa < s.gpa + s.mem_len) {
             return Err(ElfError::SegmentsOverlap(*other, index));
         }
@@ -287,7 +289,7 @@ pub(crate) mod tests {
     fn a_good_image_passes() {
         let c = check(&image(0x20_0000, 0x20_0000, &[0xf4; 16]), &ram(), 0x10_0000).unwrap();
         assert_eq!(c.entry, 0x20_0000);
-        assert_eq!(c.segments, vec![LoadSegment { gpa: 0x20_0000, mem_len: 0x1010, executable: true }]);
+        assert_eq!(c.segments, vec![LoadSegment { gpa: 0x20_0000, mem_len: 0x1010, file_len: 0x10, executable: true }]);
     }
 
     #[test]

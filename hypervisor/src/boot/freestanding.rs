@@ -64,6 +64,12 @@ impl FreestandingBoot<'_> {
         let checked = elf::check(self.image, self.ram, LOAD_MIN)?;
         let result = Elf::load(mem, None, &mut Cursor::new(self.image), Some(GuestAddress(LOAD_MIN)))?;
         tracing::debug!(entry = checked.entry, end = result.kernel_end, "loaded freestanding ELF");
+        // The guest may rely on a zeroed .bss (its VIF pages must be zero
+        // when registered); do not depend on the memory being fresh.
+        for seg in &checked.segments {
+            let zeros = vec![0u8; (seg.mem_len - seg.file_len) as usize];
+            mem.write_slice(&zeros, GuestAddress(seg.gpa + seg.file_len))?;
+        }
 
         self.write_gdt(mem)?;
         self.write_page_tables(mem)?;
@@ -183,6 +189,13 @@ mod tests {
         let entry = boot.load(&m).unwrap();
         assert_eq!(entry, EntryState { mode: EntryMode::Freestanding64, rip: 0x20_0004, rdi: START_INFO, rsi: 0, rbx: 0, cr3: BOOT_PML4, all_vcpus: true });
         assert_eq!(m.read_obj::<u8>(GuestAddress(0x20_0004)).unwrap(), 0xf4);
+        // .bss is zeroed even over stale memory.
+        let (m2, _) = mem(32 << 20);
+        m2.write_slice(&[0xaa; 0x2000], GuestAddress(0x20_0000)).unwrap();
+        FreestandingBoot { image: &img, cmdline: "", ram: &ram, vcpu_count: 1, user_bit: false }.load(&m2).unwrap();
+        assert_eq!(m2.read_obj::<u64>(GuestAddress(0x20_0008)).unwrap(), 0);
+        assert_eq!(m2.read_obj::<u32>(GuestAddress(0x20_1001)).unwrap(), 0, "the last bytes of the segment");
+        assert_eq!(m2.read_obj::<u8>(GuestAddress(0x20_1010)).unwrap(), 0xaa, "past the segment is untouched");
         let info: Plain<StartInfo> = m.read_obj(GuestAddress(START_INFO)).unwrap();
         assert_eq!(info.0.magic, START_INFO_MAGIC);
         assert_eq!(info.0.vcpu_count, 2);
