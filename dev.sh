@@ -43,7 +43,9 @@ cmd_run() {
     cargo build --release -p hypervisor -p frontends
     local guest
     guest=$(cargo run -q --release -p frontends --bin guest-image)
-    log "host: $(target/release/hypervisor info | head -1)"
+    local info
+    info=$(target/release/hypervisor info)
+    log "${info%%$'\n'*}"
     log "booting the test guest (2 vCPUs) through 'hypervisor run'"
     exec target/release/hypervisor run --kernel "$guest" --mem 128 --vcpus 2 \
         --cmdline "workload=compute iterations=1000000000" --stats "$@"

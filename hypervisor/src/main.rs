@@ -159,25 +159,31 @@ fn info(json: bool) -> ExitCode {
             return ExitCode::from(EXIT_CODE_HOST_ERROR as u8);
         }
     };
+    // Build the whole text first: a closed stdout (`| head`) must not make
+    // the hypervisor panic half-way through printing.
+    use std::fmt::Write as _;
+    let mut out = String::new();
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("the report serializes"));
+        out = serde_json::to_string_pretty(&report).expect("the report serializes") + "\n";
     } else {
-        println!("host backend: {}", report.backend);
-        println!("  evidence:   {}", report.evidence);
+        let _ = writeln!(out, "host backend: {}", report.backend);
+        let _ = writeln!(out, "  evidence:   {}", report.evidence);
         if let Some(ok) = report.pvm_signature_confirmed {
-            println!("  PVM signature MSR {:#x}: {}", pvabi::pvm::MSR_SIGNATURE, if ok { "reads \"PVM\" (confirmed)" } else { "does not read \"PVM\"" });
+            let state = if ok { "reads \"PVM\" (confirmed)" } else { "does not read \"PVM\"" };
+            let _ = writeln!(out, "  PVM signature MSR {:#x}: {state}", pvabi::pvm::MSR_SIGNATURE);
         }
-        println!("cpu: {}", report.cpu);
-        println!("KVM API version: {}", report.kvm_api_version);
-        println!("capabilities:");
+        let _ = writeln!(out, "cpu: {}", report.cpu);
+        let _ = writeln!(out, "KVM API version: {}", report.kvm_api_version);
+        let _ = writeln!(out, "capabilities:");
         for c in &report.capabilities {
             let state = if c.value > 0 { format!("yes ({})", c.value) } else { "NO".into() };
-            println!("  {:<28} {:<10} {}{}", c.name, state, if c.required { "required: " } else { "" }, c.used_for);
+            let _ = writeln!(out, "  {:<28} {:<10} {}{}", c.name, state, if c.required { "required: " } else { "" }, c.used_for);
         }
         for n in &report.notes {
-            println!("note: {n}");
+            let _ = writeln!(out, "note: {n}");
         }
     }
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
     if report.usable() {
         ExitCode::SUCCESS
     } else {

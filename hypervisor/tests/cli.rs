@@ -84,3 +84,17 @@ fn unusable_kernels_are_refused_with_a_reason() {
         assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
     }
 }
+
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    if !kvm_available() {
+        eprintln!("skipped: /dev/kvm is not usable here");
+        return;
+    }
+    // `hypervisor info | head -1`: the reader goes away before we write.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = Command::new(env!("CARGO_BIN_EXE_hypervisor")).arg("info").stdout(writer).output().unwrap();
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}

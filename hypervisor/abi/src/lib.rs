@@ -178,8 +178,10 @@ pub mod exit_status {
     pub const MAX_GUEST_STATUS: u32 = 99;
     /// Process exit code when the hypervisor ended the domain because it
     /// crashed (triple fault, failed entry, internal KVM error, access to
-    /// unbacked memory, all vCPUs halted without an exit status).
-    pub const EXIT_CODE_CRASHED: i32 = 101;
+    /// unbacked memory, all vCPUs halted without an exit status). 101 is
+    /// left to mean "the hypervisor itself panicked", as for any Rust
+    /// program.
+    pub const EXIT_CODE_CRASHED: i32 = 100;
     /// Process exit code when the domain ran past `--timeout`.
     pub const EXIT_CODE_TIMEOUT: i32 = 102;
     /// Process exit code when the domain was stopped from outside (the
