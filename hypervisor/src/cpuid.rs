@@ -56,10 +56,10 @@ pub fn build(supported: &[kvm_cpuid_entry2], p: CpuidParams) -> Vec<kvm_cpuid_en
     }
     let word = |i: usize| u32::from_le_bytes([SIGNATURE[i], SIGNATURE[i + 1], SIGNATURE[i + 2], SIGNATURE[i + 3]]);
     let leaf = |function, eax, ebx, ecx, edx| kvm_cpuid_entry2 { function, index: 0, flags: 0, eax, ebx, ecx, edx, ..Default::default() };
-    let feature_bits = if p.backend == HostBackend::Pvm { features::HOST_PVM } else { 0 };
+    let feature_bits = features::HYPERCALL_PAGE | if p.backend == HostBackend::Pvm { features::HOST_PVM } else { 0 };
     out.push(leaf(LEAF_SIGNATURE, LEAF_MAX, word(0), word(4), word(8)));
     out.push(leaf(LEAF_VERSION, (u32::from(pvabi::ABI_VERSION_MAJOR) << 16) | u32::from(pvabi::ABI_VERSION_MINOR), 0, 0, 0));
-    out.push(leaf(LEAF_FEATURES, feature_bits, p.backend as u32, p.vcpu_count, 0));
+    out.push(leaf(LEAF_FEATURES, feature_bits, p.backend as u32, p.vcpu_count, pvabi::hypercall::MSR_HYPERCALL_PAGE));
     out
 }
 
@@ -115,6 +115,8 @@ mod tests {
         assert_eq!(f.eax & features::HOST_PVM, features::HOST_PVM);
         assert_eq!(HostBackend::from_u32(f.ebx), HostBackend::Pvm);
         assert_eq!(f.ecx, 2);
+        assert_ne!(f.eax & features::HYPERCALL_PAGE, 0);
+        assert_eq!(f.edx, pvabi::hypercall::MSR_HYPERCALL_PAGE);
         let ver = find(&v, LEAF_VERSION);
         assert_eq!(ver.eax, (u32::from(pvabi::ABI_VERSION_MAJOR) << 16) | u32::from(pvabi::ABI_VERSION_MINOR));
     }

@@ -24,6 +24,8 @@ use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::cmos::Cmos;
 use crate::devices::i8042::I8042;
 use crate::devices::serial::ConsoleTail;
+use crate::pv::hypercall::Balloon;
+use crate::pv::{PvConsole, PvDomain};
 use crate::config::{ConfigError, DomainConfig};
 use crate::cpuid::{self, CpuidParams};
 use crate::devices::debug_exit::DebugExit;
@@ -197,6 +199,8 @@ pub struct RunReport {
     pub end: DomainEnd,
     /// Per-vCPU counters.
     pub vcpus: Vec<VcpuReport>,
+    /// Hypercalls by name (plus `unknown` and `failed`).
+    pub hypercalls: Vec<(String, u64)>,
     /// Wall time from the first KVM_RUN to the end.
     pub elapsed: Duration,
 }
@@ -206,6 +210,24 @@ pub struct RunReport {
 pub struct RunOptions {
     /// Stop the domain after this long.
     pub timeout: Option<Duration>,
+}
+
+/// Feeds console input to a domain.
+#[derive(Clone)]
+pub struct ConsoleInput {
+    serial: Arc<Mutex<SerialPort>>,
+    pv: PvConsole,
+}
+
+impl ConsoleInput {
+    /// Queues `bytes` for the PV console and offers them to the UART;
+    /// returns how many the UART took (its FIFO is small).
+    pub fn push(&self, bytes: &[u8], to_pv: bool) -> usize {
+        if to_pv {
+            self.pv.push_input(bytes);
+        }
+        self.serial.lock().unwrap_or_else(|p| p.into_inner()).enqueue_input(bytes)
+    }
 }
 
 /// What the domain's main thread waits for.
@@ -259,6 +281,8 @@ pub struct Domain {
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
     serial: Arc<Mutex<SerialPort>>,
+    pv: Arc<PvDomain>,
+    balloon: Arc<Balloon>,
     events: (crossbeam_channel::Sender<Event>, crossbeam_channel::Receiver<Event>),
 }
 
@@ -353,7 +377,17 @@ impl Domain {
             vm.register_irqfd(&serial_irq, COM1_IRQ)?;
         }
         let console_tail = ConsoleTail::default();
-        let serial = Arc::new(Mutex::new(SerialPort::new(serial_irq, ConsoleSink::new(true, log, console_tail.clone()))));
+        let sink = Arc::new(Mutex::new(ConsoleSink::new(true, log, console_tail.clone())));
+        let serial = Arc::new(Mutex::new(SerialPort::new(serial_irq, sink.clone())));
+        vm.trap_pv_msrs()?;
+        let memory_map = match kind {
+            GuestKind::Freestanding => crate::boot::freestanding::memory_map(ram.ranges()),
+            GuestKind::Linux(_) => linux::e820_map(ram.ranges())
+                .into_iter()
+                .map(|(addr, size, kind)| pvabi::boot::MemMapEntry { addr, size, kind, reserved: 0 })
+                .collect(),
+        };
+        let pv = Arc::new(PvDomain::new(ram.memory().clone(), ram.ranges().to_vec(), memory_map, PvConsole::new(sink)));
         let mut pio = Bus::new();
         pio.insert(u64::from(COM1), u64::from(COM1_LEN), serial.clone())?;
         pio.insert(u64::from(DEBUG_EXIT), 4, Arc::new(Mutex::new(DebugExit)))?;
@@ -375,6 +409,8 @@ impl Domain {
             pio: Arc::new(pio),
             mmio: Arc::new(Bus::new()),
             serial,
+            pv,
+            balloon: Arc::new(Balloon::default()),
             events: crossbeam_channel::unbounded(),
         })
     }
@@ -389,9 +425,9 @@ impl Domain {
         self.kind
     }
 
-    /// The serial port, to feed it console input.
-    pub fn serial(&self) -> Arc<Mutex<SerialPort>> {
-        self.serial.clone()
+    /// A handle that feeds console input to the guest (UART and PV console).
+    pub fn console_input(&self) -> ConsoleInput {
+        ConsoleInput { serial: self.serial.clone(), pv: self.pv.console.clone() }
     }
 
     /// The configuration it was built from.
@@ -418,7 +454,7 @@ impl Domain {
     pub fn run(mut self, options: RunOptions) -> Result<RunReport, DomainError> {
         vcpu::install_kick_handler()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let shared = VcpuShared { pio: self.pio.clone(), mmio: self.mmio.clone(), stop: stop.clone() };
+        let shared = VcpuShared { pv: self.pv.clone(), balloon: self.balloon.clone(), pio: self.pio.clone(), mmio: self.mmio.clone(), stop: stop.clone() };
         let (tx, rx) = (self.events.0.clone(), self.events.1.clone());
         let counters: Vec<Arc<VcpuCounters>> = self.vcpus.iter().map(Vcpu::counters).collect();
         let started = Instant::now();
@@ -477,7 +513,12 @@ impl Domain {
         // A Linux kernel that panicked resets (panic=N) or stops; its
         // console says why.
         let end = end.map(|e| match (&e, self.console_tail.linux_panic(12)) {
-            (DomainEnd::Reboot | DomainEnd::Poweroff | DomainEnd::Crashed(_) | DomainEnd::TimedOut(_), Some(text)) => DomainEnd::GuestPanic(text),
+            (DomainEnd::Reboot | DomainEnd::Poweroff | DomainEnd::Crashed(_) | DomainEnd::TimedOut(_) | DomainEnd::GuestPanic(_), Some(text)) => {
+                DomainEnd::GuestPanic(text)
+            }
+            (DomainEnd::GuestPanic(_), None) => {
+                DomainEnd::GuestPanic("(the guest reported a crash through sched_op(SHUTDOWN, crash); its console shows no panic message)".into())
+            }
             _ => e,
         });
 
@@ -509,7 +550,7 @@ impl Domain {
                 userspace: counters.snapshot(),
             })
             .collect();
-        Ok(RunReport { end: end.expect("set when every thread started"), vcpus, elapsed })
+        Ok(RunReport { end: end.expect("set when every thread started"), vcpus, hypercalls: self.pv.counters.snapshot(), elapsed })
     }
 }
 
@@ -555,6 +596,7 @@ fn wait_for_end(
             VcpuEnd::Poweroff => return DomainEnd::Poweroff,
             VcpuEnd::Reset => return DomainEnd::Reboot,
             VcpuEnd::Crashed(c) => return DomainEnd::Crashed(c),
+            VcpuEnd::GuestReportedCrash => return DomainEnd::GuestPanic(String::new()),
             VcpuEnd::Halted => {
                 halted += 1;
                 if halted == vcpu_count {

@@ -19,6 +19,7 @@ pub mod devices;
 pub mod domain;
 pub mod host;
 pub mod layout;
+pub mod pv;
 pub mod vstate;
 
 pub use config::DomainConfig;

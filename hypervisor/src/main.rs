@@ -109,7 +109,7 @@ const DETACH: u8 = 0x1d;
 /// Feeds stdin to the guest's UART; Ctrl-] stops the domain.
 fn spawn_console_input(domain: &Domain) {
     use std::io::Read;
-    let serial = domain.serial();
+    let input_sink = domain.console_input();
     let stopper = domain.stopper();
     let _ = std::thread::Builder::new().name("console-input".into()).spawn(move || {
         let mut buf = [0u8; 256];
@@ -123,9 +123,12 @@ fn spawn_console_input(domain: &Domain) {
                 stopper.stop();
                 input = &input[..i];
             }
-            // The UART FIFO is small: wait for the guest to drain it.
+            // The PV console queues everything; the UART FIFO is small, so
+            // wait for the guest to drain it.
+            let mut to_pv = true;
             while !input.is_empty() {
-                let taken = serial.lock().unwrap_or_else(|p| p.into_inner()).enqueue_input(input);
+                let taken = input_sink.push(input, to_pv);
+                to_pv = false;
                 input = &input[taken..];
                 if !input.is_empty() {
                     std::thread::sleep(Duration::from_millis(5));
@@ -214,6 +217,8 @@ fn print_stats(report: &RunReport) {
     if names.is_empty() {
         eprintln!("  (KVM binary statistics are not available on this host)");
     }
+    let calls: Vec<String> = report.hypercalls.iter().filter(|(_, n)| *n > 0).map(|(name, n)| format!("{name}={n}")).collect();
+    eprintln!("  hypercalls: {}", if calls.is_empty() { "none".to_string() } else { calls.join(" ") });
     eprintln!("  {:<28}{header}", "counter (hypervisor)");
     if let Some(first) = report.vcpus.first() {
         for (i, (n, _)) in first.userspace.iter().enumerate() {

@@ -5,6 +5,8 @@
 //! `hypervisor` package has integration tests of its own, so its binary is
 //! always built before any test runs).
 
+pub mod rig;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;

@@ -31,7 +31,9 @@ pub mod cpuid {
     /// Version leaf: EAX = `major << 16 | minor`.
     pub const LEAF_VERSION: u32 = 0x4000_0001;
     /// Feature leaf: EAX = [`features`] bits, EBX = host backend
-    /// ([`HostBackend`] as u32), ECX = number of vCPUs, EDX = 0.
+    /// ([`HostBackend`] as u32), ECX = number of vCPUs, EDX = the MSR a
+    /// guest writes to install the hypercall page
+    /// ([`crate::hypercall::MSR_HYPERCALL_PAGE`]).
     pub const LEAF_FEATURES: u32 = 0x4000_0002;
     /// Highest leaf of our block.
     pub const LEAF_MAX: u32 = LEAF_FEATURES;
@@ -48,6 +50,11 @@ pub mod cpuid {
         /// (see [`crate::pvm`]) and set the U/S bit in every present
         /// page-table entry at every level to run natively.
         pub const HOST_PVM: u32 = 1 << 0;
+        /// The hypercall page can be installed (EDX of the feature leaf
+        /// names the MSR).
+        pub const HYPERCALL_PAGE: u32 = 1 << 1;
+        /// Direct paging: `mmu_update` / `mmuext_op` are available.
+        pub const DIRECT_PAGING: u32 = 1 << 2;
     }
 
     /// The kind of KVM the host provides (EBX of [`LEAF_FEATURES`]).
@@ -293,4 +300,301 @@ pub mod layout {
     /// An address inside the MMIO hole where no device ever lives; the test
     /// guest touches it to check that unbacked accesses are refused.
     pub const UNBACKED_MMIO_PROBE: u64 = 0xD000_0000;
+}
+
+/// Hypercalls: how a guest calls the hypervisor, their numbers, argument
+/// structures and error codes.
+///
+/// # Installing the hypercall page
+/// The guest writes the guest-physical address of a page of its RAM to
+/// [`MSR_HYPERCALL_PAGE`] (from ring 0). The hypervisor fills the page with
+/// one [`STUB_SIZE`]-byte stub per hypercall number: the stub for number
+/// `n` is at offset `n * STUB_SIZE`, as in Xen. The page becomes a reserved
+/// frame: it can be mapped read-only and executed, never made writable
+/// through `mmu_update`. Writing 0 is ignored; a misaligned address or one
+/// outside RAM injects #GP into the guest.
+///
+/// # Calling convention
+/// `call` the stub. Arguments in RDI, RSI, RDX, R10, R8 (the Linux syscall
+/// registers, as Xen's 64-bit PV ABI); the result comes back in RAX:
+/// `>= 0` on success, a negative [`errno`] on failure. Only RAX changes.
+/// A stub is `mov eax, n; out HYPERCALL_PORT, eax; ret`: port I/O from
+/// user mode (CPL 3) faults in the guest, so a user program cannot make a
+/// hypercall.
+pub mod hypercall {
+    /// The MSR the guest writes the hypercall page's address to.
+    pub const MSR_HYPERCALL_PAGE: u32 = 0x4000_0200;
+    /// The port the stubs write the hypercall number to.
+    pub const HYPERCALL_PORT: u8 = 0xf6;
+    /// Bytes per stub.
+    pub const STUB_SIZE: usize = 32;
+    /// Stubs in the page.
+    pub const STUB_COUNT: usize = 4096 / STUB_SIZE;
+
+    /// Batch of page-table updates ([`crate::mm::MmuUpdate`]); args: requests,
+    /// count, pointer to a u32 "done" count (or 0), domain (must be
+    /// [`crate::DOMID_SELF`]).
+    pub const MMU_UPDATE: u32 = 1;
+    /// Memory reservation and map ([`crate::memory`]); args: command,
+    /// argument pointer.
+    pub const MEMORY_OP: u32 = 12;
+    /// Several hypercalls in one ([`MulticallEntry`]); args: entries,
+    /// count.
+    pub const MULTICALL: u32 = 13;
+    /// Version ([`crate::version`]); args: command, argument pointer.
+    pub const VERSION: u32 = 17;
+    /// Console ([`crate::console`]); args: command, count, buffer.
+    pub const CONSOLE_IO: u32 = 18;
+    /// Page-table management ([`crate::mm::MmuextOp`]); args: operations,
+    /// count, pointer to a u32 "done" count (or 0), domain.
+    pub const MMUEXT_OP: u32 = 26;
+    /// Scheduling ([`crate::sched`]); args: command, argument.
+    pub const SCHED_OP: u32 = 29;
+
+    /// Every hypercall number, with its name (for counters and docs).
+    pub const ALL: [(u32, &str); 7] = [
+        (MMU_UPDATE, "mmu_update"),
+        (MEMORY_OP, "memory_op"),
+        (MULTICALL, "multicall"),
+        (VERSION, "version"),
+        (CONSOLE_IO, "console_io"),
+        (MMUEXT_OP, "mmuext_op"),
+        (SCHED_OP, "sched_op"),
+    ];
+
+    /// The name of hypercall `nr`, if it exists.
+    pub fn name(nr: u32) -> Option<&'static str> {
+        ALL.iter().find(|(n, _)| *n == nr).map(|(_, s)| *s)
+    }
+
+    /// The bytes of the stub for hypercall `nr`:
+    /// `mov eax, nr; out HYPERCALL_PORT, eax; ret`, padded with `int3`.
+    pub const fn stub(nr: u32) -> [u8; STUB_SIZE] {
+        let mut s = [0xcc; STUB_SIZE];
+        let b = nr.to_le_bytes();
+        s[0] = 0xb8;
+        s[1] = b[0];
+        s[2] = b[1];
+        s[3] = b[2];
+        s[4] = b[3];
+        s[5] = 0xe7;
+        s[6] = HYPERCALL_PORT;
+        s[7] = 0xc3;
+        s
+    }
+
+    /// One entry of a [`MULTICALL`] batch; `result` is written back.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct MulticallEntry {
+        /// Hypercall number.
+        pub op: u64,
+        /// Its result (written by the hypervisor).
+        pub result: u64,
+        /// Its arguments.
+        pub args: [u64; 6],
+    }
+    const _: () = assert!(core::mem::size_of::<MulticallEntry>() == 64);
+
+    /// Largest batch one [`MULTICALL`] takes.
+    pub const MULTICALL_MAX: u64 = 512;
+}
+
+/// The domain itself, in the `domain` argument of the MMU hypercalls.
+pub const DOMID_SELF: u32 = 0x7ff0;
+
+/// Error codes: hypercalls return `-errno`, Linux's numbering, as Xen does.
+pub mod errno {
+    /// Operation not permitted.
+    pub const EPERM: i64 = 1;
+    /// No such entry.
+    pub const ENOENT: i64 = 2;
+    /// Argument list too long (batch too large).
+    pub const E2BIG: i64 = 7;
+    /// Try again.
+    pub const EAGAIN: i64 = 11;
+    /// Out of memory.
+    pub const ENOMEM: i64 = 12;
+    /// Bad address (a pointer outside the guest's RAM).
+    pub const EFAULT: i64 = 14;
+    /// Busy.
+    pub const EBUSY: i64 = 16;
+    /// Invalid argument.
+    pub const EINVAL: i64 = 22;
+    /// No such hypercall (or command).
+    pub const ENOSYS: i64 = 38;
+}
+
+/// `VERSION` commands.
+pub mod version {
+    /// Returns `major << 16 | minor`.
+    pub const VERSION: u64 = 0;
+    /// Copies the 16-byte extra-version string to the argument pointer.
+    pub const EXTRAVERSION: u64 = 1;
+    /// Length of the extra-version buffer.
+    pub const EXTRAVERSION_LEN: usize = 16;
+}
+
+/// `CONSOLE_IO` commands.
+pub mod console {
+    /// Writes `count` bytes from `buffer` to the domain's console; returns
+    /// the number written.
+    pub const WRITE: u64 = 0;
+    /// Reads up to `count` bytes of console input into `buffer`; returns
+    /// the number read (0 if none is waiting).
+    pub const READ: u64 = 1;
+    /// Largest `count` one call takes; longer writes are cut and the
+    /// returned count says how much was taken.
+    pub const MAX_CHUNK: u64 = 4096;
+}
+
+/// `SCHED_OP` commands.
+pub mod sched {
+    /// Gives up the vCPU for now.
+    pub const YIELD: u64 = 0;
+    /// Blocks until an event (console input, a timer) or for at most the
+    /// number of microseconds in the argument (0: no limit).
+    pub const BLOCK: u64 = 1;
+    /// Ends the domain; the argument points to a [`Shutdown`].
+    pub const SHUTDOWN: u64 = 2;
+
+    /// Argument of [`SHUTDOWN`].
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Shutdown {
+        /// One of the `REASON_` values.
+        pub reason: u32,
+    }
+    /// Power off.
+    pub const REASON_POWEROFF: u32 = 0;
+    /// Reboot.
+    pub const REASON_REBOOT: u32 = 1;
+    /// Crash: the domain ended abnormally (a guest kernel panic).
+    pub const REASON_CRASH: u32 = 3;
+}
+
+/// `MEMORY_OP` commands and structures (ballooning and the memory map).
+pub mod memory {
+    /// Give frames back to the domain; returns the number of extents done.
+    pub const INCREASE_RESERVATION: u64 = 0;
+    /// Take frames away from the domain (balloon inflate); returns the
+    /// number of extents done.
+    pub const DECREASE_RESERVATION: u64 = 1;
+    /// Pages the domain has now.
+    pub const CURRENT_RESERVATION: u64 = 3;
+    /// Pages the domain may have at most.
+    pub const MAXIMUM_RESERVATION: u64 = 4;
+    /// Copies the memory map ([`MemoryMap`]).
+    pub const MEMORY_MAP: u64 = 9;
+
+    /// Argument of INCREASE/DECREASE_RESERVATION.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Reservation {
+        /// Guest-physical address of an array of frame numbers (u64).
+        pub extent_start: u64,
+        /// Number of extents.
+        pub nr_extents: u64,
+        /// log2 of pages per extent (only 0 is supported).
+        pub extent_order: u32,
+        /// Zero.
+        pub mem_flags: u32,
+        /// [`crate::DOMID_SELF`].
+        pub domid: u32,
+        /// Zero.
+        pub pad: u32,
+    }
+    const _: () = assert!(core::mem::size_of::<Reservation>() == 32);
+
+    /// Argument of MEMORY_MAP: the guest gives a buffer of `nr_entries`
+    /// [`crate::boot::MemMapEntry`]; the hypervisor writes the map and sets
+    /// `nr_entries` to the number written.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct MemoryMap {
+        /// In: buffer capacity; out: entries written.
+        pub nr_entries: u32,
+        /// Zero.
+        pub pad: u32,
+        /// Guest-physical address of the buffer.
+        pub buffer: u64,
+    }
+    const _: () = assert!(core::mem::size_of::<MemoryMap>() == 16);
+}
+
+/// Direct paging: the structures of `MMU_UPDATE` and `MMUEXT_OP`.
+pub mod mm {
+    /// One page-table update: write `val` to the entry at guest-physical
+    /// address `ptr & !7`; the low bits of `ptr` are the command.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct MmuUpdate {
+        /// Entry address | command.
+        pub ptr: u64,
+        /// New entry.
+        pub val: u64,
+    }
+    const _: () = assert!(core::mem::size_of::<MmuUpdate>() == 16);
+
+    /// Normal, checked update.
+    pub const MMU_NORMAL_PT_UPDATE: u64 = 0;
+    /// As Xen; not supported (machine-to-physical table).
+    pub const MMU_MACHPHYS_UPDATE: u64 = 1;
+    /// Update that keeps the entry's accessed and dirty bits.
+    pub const MMU_PT_UPDATE_PRESERVE_AD: u64 = 2;
+
+    /// One page-table management operation.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct MmuextOp {
+        /// One of the `MMUEXT_` commands.
+        pub cmd: u32,
+        /// Zero.
+        pub pad: u32,
+        /// Frame number (pin, unpin, new base pointer) or linear address
+        /// (invlpg).
+        pub arg1: u64,
+        /// Unused, zero.
+        pub arg2: u64,
+    }
+    const _: () = assert!(core::mem::size_of::<MmuextOp>() == 24);
+
+    /// Pin a frame as an L1 table.
+    pub const MMUEXT_PIN_L1_TABLE: u32 = 0;
+    /// Pin as L2.
+    pub const MMUEXT_PIN_L2_TABLE: u32 = 1;
+    /// Pin as L3.
+    pub const MMUEXT_PIN_L3_TABLE: u32 = 2;
+    /// Pin as L4.
+    pub const MMUEXT_PIN_L4_TABLE: u32 = 3;
+    /// Unpin a table.
+    pub const MMUEXT_UNPIN_TABLE: u32 = 4;
+    /// Switch to the L4 table in arg1 (the new CR3).
+    pub const MMUEXT_NEW_BASEPTR: u32 = 5;
+    /// Flush this vCPU's TLB.
+    pub const MMUEXT_TLB_FLUSH_LOCAL: u32 = 6;
+    /// Invalidate one address on this vCPU.
+    pub const MMUEXT_INVLPG_LOCAL: u32 = 7;
+    /// Flush every vCPU's TLB.
+    pub const MMUEXT_TLB_FLUSH_ALL: u32 = 8;
+    /// Invalidate one address on every vCPU.
+    pub const MMUEXT_INVLPG_ALL: u32 = 9;
+    /// Largest batch of updates or operations one call takes.
+    pub const MAX_BATCH: u64 = 4096;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hypercall::*;
+
+    #[test]
+    fn stubs_encode_the_number_and_port() {
+        let s = stub(29);
+        assert_eq!(&s[..8], &[0xb8, 29, 0, 0, 0, 0xe7, HYPERCALL_PORT, 0xc3]);
+        assert!(s[8..].iter().all(|&b| b == 0xcc));
+        assert_eq!(STUB_COUNT * STUB_SIZE, 4096);
+        assert!(ALL.iter().all(|(n, _)| (*n as usize) < STUB_COUNT));
+        assert_eq!(name(SCHED_OP), Some("sched_op"));
+        assert_eq!(name(99), None);
+    }
 }

@@ -92,15 +92,28 @@ impl Write for ConsoleSink {
     }
 }
 
+/// A [`ConsoleSink`] shared by the UART and the PV console.
+pub struct SharedSink(pub Arc<Mutex<ConsoleSink>>);
+
+impl Write for SharedSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// COM1.
 pub struct SerialPort {
-    uart: Serial<EventFdTrigger, NoEvents, ConsoleSink>,
+    uart: Serial<EventFdTrigger, NoEvents, SharedSink>,
 }
 
 impl SerialPort {
     /// A UART raising `interrupt` and writing to `sink`.
-    pub fn new(interrupt: EventFd, sink: ConsoleSink) -> SerialPort {
-        SerialPort { uart: Serial::new(EventFdTrigger(interrupt), sink) }
+    pub fn new(interrupt: EventFd, sink: Arc<Mutex<ConsoleSink>>) -> SerialPort {
+        SerialPort { uart: Serial::new(EventFdTrigger(interrupt), SharedSink(sink)) }
     }
 
     /// Queues bytes typed by the user for the guest to read.
@@ -137,7 +150,8 @@ mod tests {
     fn output_reaches_the_log() {
         let path = std::env::temp_dir().join(format!("serial-test-{}.log", std::process::id()));
         let log = File::create(&path).unwrap();
-        let mut port = SerialPort::new(EventFd::new(libc::EFD_NONBLOCK).unwrap(), ConsoleSink::new(false, Some(log), ConsoleTail::default()));
+        let sink = Arc::new(Mutex::new(ConsoleSink::new(false, Some(log), ConsoleTail::default())));
+        let mut port = SerialPort::new(EventFd::new(libc::EFD_NONBLOCK).unwrap(), sink);
         for b in b"hi\n" {
             port.write(0, &[*b]);
         }

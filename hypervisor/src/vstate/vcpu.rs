@@ -10,13 +10,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_run, CpuId, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
-use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd, VmFd};
+use pvabi::hypercall::{HYPERCALL_PORT, MSR_HYPERCALL_PAGE};
 use thiserror::Error;
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 use super::regs::RegisterDump;
 use crate::boot::{self, EntryState};
 use crate::devices::{Bus, BusRequest};
+use crate::pv::hypercall::{self, Balloon, CallContext, Effect};
+use crate::pv::PvDomain;
 
 /// A vCPU could not be created or set up.
 #[derive(Debug, Error)]
@@ -149,6 +152,8 @@ pub enum VcpuEnd {
     Halted,
     /// The domain crashed.
     Crashed(Crash),
+    /// The guest reported a crash through `sched_op(SHUTDOWN, crash)`.
+    GuestReportedCrash,
     /// The vCPU was asked to stop.
     Stopped,
 }
@@ -165,6 +170,10 @@ pub struct VcpuCounters {
     pub unclaimed_pio: AtomicU64,
     /// KVM_RUN returns caused by a kick or a signal.
     pub interrupted_runs: AtomicU64,
+    /// Hypercalls made by this vCPU.
+    pub hypercalls: AtomicU64,
+    /// MSR accesses trapped to this process.
+    pub msr_exits: AtomicU64,
 }
 
 impl VcpuCounters {
@@ -175,6 +184,8 @@ impl VcpuCounters {
             ("mmio_exits", self.mmio_exits.load(Ordering::Relaxed)),
             ("unclaimed_pio", self.unclaimed_pio.load(Ordering::Relaxed)),
             ("interrupted_runs", self.interrupted_runs.load(Ordering::Relaxed)),
+            ("hypercalls", self.hypercalls.load(Ordering::Relaxed)),
+            ("msr_exits", self.msr_exits.load(Ordering::Relaxed)),
         ]
     }
 }
@@ -182,6 +193,10 @@ impl VcpuCounters {
 /// What a vCPU thread shares with the rest of the domain.
 #[derive(Clone)]
 pub struct VcpuShared {
+    /// The domain's PV state (hypercalls).
+    pub pv: Arc<PvDomain>,
+    /// The domain's balloon.
+    pub balloon: Arc<Balloon>,
     /// Port I/O devices.
     pub pio: Arc<Bus>,
     /// MMIO devices.
@@ -232,7 +247,10 @@ pub fn install_kick_handler() -> Result<(), VcpuError> {
 impl Vcpu {
     /// Creates vCPU `index` of `vm`.
     pub fn new(vm: &VmFd, index: u32) -> Result<Vcpu, VcpuError> {
-        let fd = vm.create_vcpu(u64::from(index)).map_err(|source| VcpuError::Create { index, source })?;
+        let mut fd = vm.create_vcpu(u64::from(index)).map_err(|source| VcpuError::Create { index, source })?;
+        // Hypercall arguments are read, and results written, through the
+        // registers KVM mirrors into kvm_run at every exit (no extra ioctls).
+        fd.set_sync_valid_reg(SyncReg::Register);
         Ok(Vcpu { index, fd, counters: Arc::new(VcpuCounters::default()) })
     }
 
@@ -375,6 +393,24 @@ impl Vcpu {
                 Ok(VcpuExit::InternalError) => Next::InternalError,
                 Ok(VcpuExit::SystemEvent(kind, _)) if kind == KVM_SYSTEM_EVENT_SHUTDOWN => Next::End(VcpuEnd::Poweroff),
                 Ok(VcpuExit::SystemEvent(kind, _)) if kind == KVM_SYSTEM_EVENT_RESET => Next::End(VcpuEnd::Reset),
+                Ok(VcpuExit::X86Wrmsr(exit)) => {
+                    self.counters.msr_exits.fetch_add(1, Ordering::Relaxed);
+                    let ok = exit.index == MSR_HYPERCALL_PAGE && shared.pv.install_hypercall_page(exit.data).is_ok();
+                    // A refused write raises #GP in the guest, as a bad
+                    // value written to a real MSR does.
+                    *exit.error = u8::from(!ok);
+                    Next::Continue
+                }
+                Ok(VcpuExit::X86Rdmsr(exit)) => {
+                    self.counters.msr_exits.fetch_add(1, Ordering::Relaxed);
+                    if exit.index == MSR_HYPERCALL_PAGE {
+                        *exit.data = shared.pv.hypercall_page().unwrap_or(0);
+                        *exit.error = 0;
+                    } else {
+                        *exit.error = 1;
+                    }
+                    Next::Continue
+                }
                 Ok(VcpuExit::Intr) => {
                     self.counters.interrupted_runs.fetch_add(1, Ordering::Relaxed);
                     Next::Continue
@@ -415,6 +451,23 @@ impl Vcpu {
         }
     }
 
+    /// Runs hypercall `nr` with the arguments in the synced registers and
+    /// puts its result in RAX.
+    fn hypercall(&mut self, shared: &VcpuShared, nr: u32) -> Option<VcpuEnd> {
+        self.counters.hypercalls.fetch_add(1, Ordering::Relaxed);
+        let r = self.fd.sync_regs().regs;
+        let ctx = CallContext { pv: &shared.pv, balloon: &shared.balloon };
+        let out = hypercall::dispatch(&ctx, nr, [r.rdi, r.rsi, r.rdx, r.r10, r.r8]);
+        self.fd.sync_regs_mut().regs.rax = out.result as u64;
+        self.fd.set_sync_dirty_reg(SyncReg::Register);
+        match out.effect {
+            Effect::None => None,
+            Effect::Poweroff => Some(VcpuEnd::Poweroff),
+            Effect::Reboot => Some(VcpuEnd::Reset),
+            Effect::Crash => Some(VcpuEnd::GuestReportedCrash),
+        }
+    }
+
     /// Serves a KVM_EXIT_IO, one `size`-byte access per repetition (string
     /// I/O comes as several).
     fn handle_io(&mut self, shared: &VcpuShared) -> Option<VcpuEnd> {
@@ -423,6 +476,12 @@ impl Vcpu {
         // SAFETY: the exit reason is KVM_EXIT_IO, so `io` is the active
         // member of the exit union.
         let io = unsafe { run.__bindgen_anon_1.io };
+        if io.port == u16::from(HYPERCALL_PORT) && u32::from(io.direction) == kvm_bindings::KVM_EXIT_IO_OUT && io.size == 4 && io.count == 1 {
+            // SAFETY: as below: KVM put the 4 bytes written at data_offset
+            // inside this vCPU's kvm_run mapping.
+            let nr = unsafe { std::ptr::read_unaligned((run as *mut kvm_run as *const u8).add(io.data_offset as usize).cast::<u32>()) };
+            return self.hypercall(shared, nr);
+        }
         let size = usize::from(io.size);
         let len = size * io.count as usize;
         // SAFETY: KVM places the I/O data at `data_offset` inside the

@@ -1,7 +1,8 @@
 //! The KVM VM of one domain.
 
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::{Cap, Kvm, VmFd};
+use kvm_bindings::{kvm_enable_cap, KVM_CAP_X86_USER_SPACE_MSR, KVM_MSR_EXIT_REASON_FILTER};
+use kvm_ioctls::{Cap, Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VmFd};
 use thiserror::Error;
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
@@ -51,6 +52,12 @@ pub enum VmError {
     Irqfd {
         /// The GSI.
         gsi: u32,
+        /// Cause.
+        source: kvm_ioctls::Error,
+    },
+    /// The MSR trap could not be set up.
+    #[error("trapping the hypercall-page MSR failed (KVM_CAP_X86_USER_SPACE_MSR / KVM_X86_SET_MSR_FILTER): {source}")]
+    MsrTrap {
         /// Cause.
         source: kvm_ioctls::Error,
     },
@@ -135,6 +142,23 @@ impl Vm {
         self.fd.create_irq_chip().map_err(|source| VmError::Irqchip { what: "interrupt controllers", source })?;
         let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
         self.fd.create_pit2(pit).map_err(|source| VmError::Irqchip { what: "PIT", source })
+    }
+
+    /// Makes guest accesses to our own MSRs (the hypercall page) exit to
+    /// userspace; every other MSR stays KVM's.
+    pub fn trap_pv_msrs(&self) -> Result<(), VmError> {
+        let cap = kvm_enable_cap { cap: KVM_CAP_X86_USER_SPACE_MSR, args: [u64::from(KVM_MSR_EXIT_REASON_FILTER), 0, 0, 0], ..Default::default() };
+        self.fd.enable_cap(&cap).map_err(|source| VmError::MsrTrap { source })?;
+        // A clear bit denies the access in KVM, which with the capability
+        // above means an exit to us.
+        let deny = [0u8];
+        let range = MsrFilterRange {
+            flags: MsrFilterRangeFlags::READ | MsrFilterRangeFlags::WRITE,
+            base: pvabi::hypercall::MSR_HYPERCALL_PAGE,
+            msr_count: 1,
+            bitmap: &deny,
+        };
+        self.fd.set_msr_filter(MsrFilterDefaultAction::ALLOW, &[range]).map_err(|source| VmError::MsrTrap { source })
     }
 
     /// Makes every signal of `evt` raise `gsi` in the in-kernel irqchip.

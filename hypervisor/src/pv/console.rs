@@ -1,0 +1,58 @@
+//! The console behind `console_io`: output goes where the UART's goes
+//! (stdout, the console log, the kept tail); input comes from the same
+//! console input as the UART's.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crate::devices::serial::ConsoleSink;
+
+/// Most console input kept for a guest that does not read it.
+const INPUT_MAX: usize = 64 * 1024;
+
+/// Shared by the UART, `console_io` and the console input thread.
+#[derive(Clone)]
+pub struct PvConsole {
+    sink: Arc<Mutex<ConsoleSink>>,
+    input: Arc<(Mutex<VecDeque<u8>>, Condvar)>,
+}
+
+impl PvConsole {
+    /// A console writing to `sink`.
+    pub fn new(sink: Arc<Mutex<ConsoleSink>>) -> PvConsole {
+        PvConsole { sink, input: Arc::new((Mutex::new(VecDeque::new()), Condvar::new())) }
+    }
+
+    /// Writes guest output.
+    pub fn write(&self, bytes: &[u8]) {
+        let _ = self.sink.lock().unwrap_or_else(|p| p.into_inner()).write_all(bytes);
+    }
+
+    /// Queues console input; the oldest bytes go if nobody reads.
+    pub fn push_input(&self, bytes: &[u8]) {
+        let (q, cv) = &*self.input;
+        let mut q = q.lock().unwrap_or_else(|p| p.into_inner());
+        q.extend(bytes);
+        let excess = q.len().saturating_sub(INPUT_MAX);
+        q.drain(..excess);
+        cv.notify_all();
+    }
+
+    /// Takes up to `max` bytes of input.
+    pub fn read_input(&self, max: usize) -> Vec<u8> {
+        let mut q = self.input.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = max.min(q.len());
+        q.drain(..n).collect()
+    }
+
+    /// Waits until input is available or `timeout` passes; true if input
+    /// is waiting.
+    pub fn wait_input(&self, timeout: Duration) -> bool {
+        let (q, cv) = &*self.input;
+        let q = q.lock().unwrap_or_else(|p| p.into_inner());
+        let (q, _) = cv.wait_timeout_while(q, timeout, |q| q.is_empty()).unwrap_or_else(|p| p.into_inner());
+        !q.is_empty()
+    }
+}

@@ -1,0 +1,441 @@
+//! Hypercall dispatch: numbers to handlers, arguments from the vCPU's
+//! registers, pointers into guest memory checked on every access.
+//!
+//! All pointers a guest passes are guest-physical addresses. A pointer
+//! outside RAM (or a structure running past its end) gives `-EFAULT`; an
+//! unknown hypercall or command `-ENOSYS`; the guest keeps running either
+//! way.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pvabi::errno::{E2BIG, EFAULT, EINVAL, ENOSYS};
+use pvabi::hypercall::{MulticallEntry, CONSOLE_IO, MEMORY_OP, MMUEXT_OP, MMU_UPDATE, MULTICALL, MULTICALL_MAX, SCHED_OP, VERSION};
+use pvabi::{console, memory, sched, version};
+use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryBackend};
+
+use super::PvDomain;
+use crate::layout::is_ram;
+
+/// What a hypercall does to the domain besides returning a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Nothing: the guest continues.
+    None,
+    /// `sched_op(SHUTDOWN, poweroff)`.
+    Poweroff,
+    /// `sched_op(SHUTDOWN, reboot)`.
+    Reboot,
+    /// `sched_op(SHUTDOWN, crash)`.
+    Crash,
+}
+
+/// The result of one hypercall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Goes to RAX: >= 0, or a negative errno.
+    pub result: i64,
+    /// What happens to the domain.
+    pub effect: Effect,
+}
+
+impl Outcome {
+    fn ok(result: i64) -> Outcome {
+        Outcome { result, effect: Effect::None }
+    }
+    fn err(errno: i64) -> Outcome {
+        Outcome { result: -errno, effect: Effect::None }
+    }
+}
+
+/// Longest a `sched_op(BLOCK)` sleeps before returning (the guest blocks
+/// again if it has nothing to do); bounds how long a stop request waits.
+const BLOCK_SLICE: Duration = Duration::from_millis(50);
+
+/// Frames taken away by the balloon.
+#[derive(Default)]
+pub struct Balloon {
+    frames: Mutex<BTreeSet<u64>>,
+}
+
+macro_rules! plain {
+    ($t:ty) => {
+        // SAFETY: a repr(C) ABI struct of integers only, without padding
+        // (its size is asserted in pvabi), so every byte pattern is valid.
+        unsafe impl ByteValued for Wrap<$t> {}
+    };
+}
+#[derive(Clone, Copy, Default)]
+#[repr(transparent)]
+struct Wrap<T>(T);
+plain!(MulticallEntry);
+plain!(sched::Shutdown);
+plain!(memory::MemoryMap);
+plain!(memory::Reservation);
+plain!(pvabi::boot::MemMapEntry);
+
+fn read<T: Copy + Default>(pv: &PvDomain, gpa: u64) -> Result<T, i64>
+where
+    Wrap<T>: ByteValued,
+{
+    pv.memory().read_obj::<Wrap<T>>(GuestAddress(gpa)).map(|w| w.0).map_err(|_| EFAULT)
+}
+
+fn write<T: Copy + Default>(pv: &PvDomain, gpa: u64, val: T) -> Result<(), i64>
+where
+    Wrap<T>: ByteValued,
+{
+    pv.memory().write_obj(Wrap(val), GuestAddress(gpa)).map_err(|_| EFAULT)
+}
+
+fn in_ram(pv: &PvDomain, gpa: u64, len: u64) -> bool {
+    len == 0 || is_ram(pv.ram(), gpa, len)
+}
+
+/// Everything a hypercall needs besides its number and arguments.
+pub struct CallContext<'a> {
+    /// The domain's PV state.
+    pub pv: &'a PvDomain,
+    /// The domain's balloon.
+    pub balloon: &'a Balloon,
+}
+
+/// Runs hypercall `nr` with `args` (RDI, RSI, RDX, R10, R8).
+pub fn dispatch(ctx: &CallContext<'_>, nr: u32, args: [u64; 5]) -> Outcome {
+    let out = match nr {
+        VERSION => version_op(ctx, args[0], args[1]),
+        CONSOLE_IO => console_io(ctx, args[0], args[1], args[2]),
+        SCHED_OP => sched_op(ctx, args[0], args[1]),
+        MULTICALL => multicall(ctx, args[0], args[1]),
+        MEMORY_OP => memory_op(ctx, args[0], args[1]),
+        // Direct paging is announced by a CPUID feature bit; without it the
+        // MMU hypercalls do not exist.
+        MMU_UPDATE | MMUEXT_OP => Outcome::err(ENOSYS),
+        _ => Outcome::err(ENOSYS),
+    };
+    ctx.pv.counters.count(nr, out.result);
+    out
+}
+
+fn version_op(ctx: &CallContext<'_>, cmd: u64, arg: u64) -> Outcome {
+    match cmd {
+        version::VERSION => Outcome::ok(i64::from(pvabi::ABI_VERSION_MAJOR) << 16 | i64::from(pvabi::ABI_VERSION_MINOR)),
+        version::EXTRAVERSION => {
+            let mut s = [0u8; version::EXTRAVERSION_LEN];
+            let text = concat!("-splitpv-", env!("CARGO_PKG_VERSION"));
+            let n = text.len().min(s.len() - 1);
+            s[..n].copy_from_slice(&text.as_bytes()[..n]);
+            match ctx.pv.memory().write_slice(&s, GuestAddress(arg)) {
+                Ok(()) => Outcome::ok(0),
+                Err(_) => Outcome::err(EFAULT),
+            }
+        }
+        _ => Outcome::err(ENOSYS),
+    }
+}
+
+fn console_io(ctx: &CallContext<'_>, cmd: u64, count: u64, buffer: u64) -> Outcome {
+    let count = count.min(console::MAX_CHUNK);
+    if !in_ram(ctx.pv, buffer, count) {
+        return Outcome::err(EFAULT);
+    }
+    match cmd {
+        console::WRITE => {
+            let mut bytes = vec![0u8; count as usize];
+            if ctx.pv.memory().read_slice(&mut bytes, GuestAddress(buffer)).is_err() {
+                return Outcome::err(EFAULT);
+            }
+            ctx.pv.console.write(&bytes);
+            Outcome::ok(count as i64)
+        }
+        console::READ => {
+            let bytes = ctx.pv.console.read_input(count as usize);
+            match ctx.pv.memory().write_slice(&bytes, GuestAddress(buffer)) {
+                Ok(()) => Outcome::ok(bytes.len() as i64),
+                Err(_) => Outcome::err(EFAULT),
+            }
+        }
+        _ => Outcome::err(ENOSYS),
+    }
+}
+
+fn sched_op(ctx: &CallContext<'_>, cmd: u64, arg: u64) -> Outcome {
+    match cmd {
+        sched::YIELD => {
+            std::thread::yield_now();
+            Outcome::ok(0)
+        }
+        sched::BLOCK => {
+            let limit = if arg == 0 { BLOCK_SLICE } else { Duration::from_micros(arg).min(BLOCK_SLICE) };
+            ctx.pv.console.wait_input(limit);
+            Outcome::ok(0)
+        }
+        sched::SHUTDOWN => match read::<sched::Shutdown>(ctx.pv, arg) {
+            Err(e) => Outcome::err(e),
+            Ok(s) => match s.reason {
+                sched::REASON_POWEROFF => Outcome { result: 0, effect: Effect::Poweroff },
+                sched::REASON_REBOOT => Outcome { result: 0, effect: Effect::Reboot },
+                sched::REASON_CRASH => Outcome { result: 0, effect: Effect::Crash },
+                _ => Outcome::err(EINVAL),
+            },
+        },
+        _ => Outcome::err(ENOSYS),
+    }
+}
+
+fn multicall(ctx: &CallContext<'_>, entries: u64, count: u64) -> Outcome {
+    if count > MULTICALL_MAX {
+        return Outcome::err(E2BIG);
+    }
+    let size = std::mem::size_of::<MulticallEntry>() as u64;
+    if !in_ram(ctx.pv, entries, count * size) {
+        return Outcome::err(EFAULT);
+    }
+    for i in 0..count {
+        let at = entries + i * size;
+        let mut e = match read::<MulticallEntry>(ctx.pv, at) {
+            Ok(e) => e,
+            Err(errno) => return Outcome::err(errno),
+        };
+        let out = match u32::try_from(e.op) {
+            // No nesting: it would make the work of one call unbounded.
+            Ok(MULTICALL) | Err(_) => Outcome::err(EINVAL),
+            Ok(op) => dispatch(ctx, op, [e.args[0], e.args[1], e.args[2], e.args[3], e.args[4]]),
+        };
+        e.result = out.result as u64;
+        if let Err(errno) = write(ctx.pv, at, e) {
+            return Outcome::err(errno);
+        }
+        if out.effect != Effect::None {
+            return Outcome { result: 0, effect: out.effect };
+        }
+    }
+    Outcome::ok(0)
+}
+
+fn ram_pages(ctx: &CallContext<'_>) -> u64 {
+    ctx.pv.ram().iter().map(|r| r.len / 4096).sum()
+}
+
+fn memory_op(ctx: &CallContext<'_>, cmd: u64, arg: u64) -> Outcome {
+    match cmd {
+        memory::MAXIMUM_RESERVATION => Outcome::ok(ram_pages(ctx) as i64),
+        memory::CURRENT_RESERVATION => {
+            let ballooned = ctx.balloon.frames.lock().unwrap_or_else(|p| p.into_inner()).len() as u64;
+            Outcome::ok((ram_pages(ctx) - ballooned) as i64)
+        }
+        memory::MEMORY_MAP => {
+            let mut m = match read::<memory::MemoryMap>(ctx.pv, arg) {
+                Ok(m) => m,
+                Err(e) => return Outcome::err(e),
+            };
+            let map = ctx.pv.memory_map();
+            let n = (m.nr_entries as usize).min(map.len());
+            let size = std::mem::size_of::<pvabi::boot::MemMapEntry>() as u64;
+            if !in_ram(ctx.pv, m.buffer, n as u64 * size) {
+                return Outcome::err(EFAULT);
+            }
+            for (i, e) in map.iter().take(n).enumerate() {
+                if let Err(errno) = write(ctx.pv, m.buffer + i as u64 * size, *e) {
+                    return Outcome::err(errno);
+                }
+            }
+            m.nr_entries = n as u32;
+            match write(ctx.pv, arg, m) {
+                Ok(()) => Outcome::ok(0),
+                Err(e) => Outcome::err(e),
+            }
+        }
+        memory::DECREASE_RESERVATION | memory::INCREASE_RESERVATION => balloon(ctx, cmd == memory::DECREASE_RESERVATION, arg),
+        _ => Outcome::err(ENOSYS),
+    }
+}
+
+/// Inflates (`take`) or deflates the balloon by the frames listed in the
+/// [`memory::Reservation`] at `arg`; returns how many extents were done
+/// (stopping at the first bad one, as Xen does).
+fn balloon(ctx: &CallContext<'_>, take: bool, arg: u64) -> Outcome {
+    let r = match read::<memory::Reservation>(ctx.pv, arg) {
+        Ok(r) => r,
+        Err(e) => return Outcome::err(e),
+    };
+    if r.extent_order != 0 || r.domid != pvabi::DOMID_SELF || r.mem_flags != 0 {
+        return Outcome::err(EINVAL);
+    }
+    if r.nr_extents > pvabi::mm::MAX_BATCH {
+        return Outcome::err(E2BIG);
+    }
+    if !in_ram(ctx.pv, r.extent_start, r.nr_extents * 8) {
+        return Outcome::err(EFAULT);
+    }
+    let mut frames = ctx.balloon.frames.lock().unwrap_or_else(|p| p.into_inner());
+    let hypercall_frame = ctx.pv.hypercall_page().map(|a| a >> 12);
+    for i in 0..r.nr_extents {
+        let Ok(frame) = ctx.pv.memory().read_obj::<u64>(GuestAddress(r.extent_start + 8 * i)) else {
+            return Outcome::ok(i as i64);
+        };
+        let gpa = frame.checked_mul(4096);
+        let valid = gpa.is_some_and(|g| g >= pvabi::boot::LOAD_MIN && is_ram(ctx.pv.ram(), g, 4096)) && Some(frame) != hypercall_frame;
+        if take {
+            if !valid || frames.contains(&frame) {
+                return Outcome::ok(i as i64);
+            }
+            let Ok(host) = ctx.pv.memory().get_host_address(GuestAddress(frame * 4096)) else {
+                return Outcome::ok(i as i64);
+            };
+            // SAFETY: `host` is the start of one page of the domain's
+            // shared memfd mapping (checked to be RAM above); MADV_REMOVE
+            // frees its backing store and later reads see zeros, which is
+            // exactly a ballooned-out frame. No Rust reference into guest
+            // memory is held across this call.
+            let freed = unsafe { libc::madvise(host.cast(), 4096, libc::MADV_REMOVE) } == 0;
+            if !freed {
+                return Outcome::ok(i as i64);
+            }
+            frames.insert(frame);
+        } else if !frames.remove(&frame) {
+            return Outcome::ok(i as i64);
+        }
+    }
+    Outcome::ok(r.nr_extents as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::serial::{ConsoleSink, ConsoleTail};
+    use crate::pv::PvConsole;
+    use crate::vstate::memory::GuestRam;
+    use std::sync::{Arc, Mutex};
+
+    fn domain() -> (PvDomain, ConsoleTail, Balloon, GuestRam) {
+        let ram = GuestRam::new(c"pv-test", 16 << 20).unwrap();
+        let tail = ConsoleTail::default();
+        let console = PvConsole::new(Arc::new(Mutex::new(ConsoleSink::new(false, None, tail.clone()))));
+        let map = crate::boot::freestanding::memory_map(ram.ranges());
+        (PvDomain::new(ram.memory().clone(), ram.ranges().to_vec(), map, console), tail, Balloon::default(), ram)
+    }
+
+    fn call(pv: &PvDomain, b: &Balloon, nr: u32, args: [u64; 5]) -> Outcome {
+        dispatch(&CallContext { pv, balloon: b }, nr, args)
+    }
+
+    #[test]
+    fn version_and_unknown_calls() {
+        let (pv, _, b, _r) = domain();
+        let v = call(&pv, &b, VERSION, [version::VERSION, 0, 0, 0, 0]);
+        assert_eq!(v.result, i64::from(pvabi::ABI_VERSION_MAJOR) << 16 | i64::from(pvabi::ABI_VERSION_MINOR));
+        assert_eq!(call(&pv, &b, VERSION, [version::EXTRAVERSION, 0x20_0000, 0, 0, 0]).result, 0);
+        let mut s = [0u8; 16];
+        pv.memory().read_slice(&mut s, GuestAddress(0x20_0000)).unwrap();
+        assert!(s.starts_with(b"-splitpv-"));
+        assert_eq!(call(&pv, &b, VERSION, [version::EXTRAVERSION, 0xD000_0000, 0, 0, 0]).result, -EFAULT);
+        assert_eq!(call(&pv, &b, 77, [0; 5]).result, -ENOSYS);
+        assert_eq!(call(&pv, &b, VERSION, [99, 0, 0, 0, 0]).result, -ENOSYS);
+        let counts = pv.counters.snapshot();
+        assert!(counts.contains(&("version".into(), 4)));
+        assert!(counts.contains(&("unknown".into(), 1)));
+        assert!(counts.contains(&("failed".into(), 3)));
+    }
+
+    #[test]
+    fn console_write_and_read() {
+        let (pv, tail, b, _r) = domain();
+        pv.memory().write_slice(b"hello, world\n", GuestAddress(0x30_0000)).unwrap();
+        assert_eq!(call(&pv, &b, CONSOLE_IO, [console::WRITE, 13, 0x30_0000, 0, 0]).result, 13);
+        assert_eq!(tail.text(), "hello, world\n");
+        assert_eq!(call(&pv, &b, CONSOLE_IO, [console::WRITE, 8, (16 << 20) - 4, 0, 0]).result, -EFAULT, "runs past RAM");
+        assert_eq!(call(&pv, &b, CONSOLE_IO, [console::READ, 10, 0x30_0000, 0, 0]).result, 0, "no input yet");
+        pv.console.push_input(b"ls\n");
+        assert_eq!(call(&pv, &b, CONSOLE_IO, [console::READ, 10, 0x30_0000, 0, 0]).result, 3);
+        let mut got = [0u8; 3];
+        pv.memory().read_slice(&mut got, GuestAddress(0x30_0000)).unwrap();
+        assert_eq!(&got, b"ls\n");
+        // A huge count is cut to MAX_CHUNK.
+        assert_eq!(call(&pv, &b, CONSOLE_IO, [console::WRITE, u64::MAX, 0x30_0000, 0, 0]).result, console::MAX_CHUNK as i64);
+    }
+
+    #[test]
+    fn shutdown_reasons() {
+        let (pv, _, b, _r) = domain();
+        for (reason, effect) in [(sched::REASON_POWEROFF, Effect::Poweroff), (sched::REASON_REBOOT, Effect::Reboot), (sched::REASON_CRASH, Effect::Crash)] {
+            write(&pv, 0x40_0000, sched::Shutdown { reason }).unwrap();
+            assert_eq!(call(&pv, &b, SCHED_OP, [sched::SHUTDOWN, 0x40_0000, 0, 0, 0]), Outcome { result: 0, effect });
+        }
+        write(&pv, 0x40_0000, sched::Shutdown { reason: 9 }).unwrap();
+        assert_eq!(call(&pv, &b, SCHED_OP, [sched::SHUTDOWN, 0x40_0000, 0, 0, 0]).result, -EINVAL);
+        assert_eq!(call(&pv, &b, SCHED_OP, [sched::SHUTDOWN, u64::MAX - 2, 0, 0, 0]).result, -EFAULT);
+        assert_eq!(call(&pv, &b, SCHED_OP, [sched::YIELD, 0, 0, 0, 0]).result, 0);
+        assert_eq!(call(&pv, &b, SCHED_OP, [sched::BLOCK, 1000, 0, 0, 0]).result, 0);
+    }
+
+    #[test]
+    fn multicall_runs_each_entry_and_stops_at_a_shutdown() {
+        let (pv, _, b, _r) = domain();
+        let base = 0x50_0000;
+        write(&pv, 0x60_0000, sched::Shutdown { reason: sched::REASON_POWEROFF }).unwrap();
+        let entries = [
+            MulticallEntry { op: VERSION.into(), result: 0, args: [version::VERSION, 0, 0, 0, 0, 0] },
+            MulticallEntry { op: 77, result: 0, args: [0; 6] },
+            MulticallEntry { op: MULTICALL.into(), result: 0, args: [base, 1, 0, 0, 0, 0] },
+            MulticallEntry { op: SCHED_OP.into(), result: 0, args: [sched::SHUTDOWN, 0x60_0000, 0, 0, 0, 0] },
+            MulticallEntry { op: VERSION.into(), result: 7, args: [version::VERSION, 0, 0, 0, 0, 0] },
+        ];
+        for (i, e) in entries.iter().enumerate() {
+            write(&pv, base + 64 * i as u64, *e).unwrap();
+        }
+        let out = call(&pv, &b, MULTICALL, [base, entries.len() as u64, 0, 0, 0]);
+        assert_eq!(out.effect, Effect::Poweroff);
+        let result = |i: u64| read::<MulticallEntry>(&pv, base + 64 * i).unwrap().result as i64;
+        assert_eq!(result(0), i64::from(pvabi::ABI_VERSION_MAJOR) << 16 | i64::from(pvabi::ABI_VERSION_MINOR));
+        assert_eq!(result(1), -ENOSYS);
+        assert_eq!(result(2), -EINVAL, "no nested multicalls");
+        assert_eq!(result(4), 7, "entries after the shutdown do not run");
+        assert_eq!(call(&pv, &b, MULTICALL, [base, MULTICALL_MAX + 1, 0, 0, 0]).result, -E2BIG);
+        assert_eq!(call(&pv, &b, MULTICALL, [(16 << 20) - 64, 2, 0, 0, 0]).result, -EFAULT);
+    }
+
+    #[test]
+    fn memory_map_and_balloon() {
+        let (pv, _, b, _r) = domain();
+        assert_eq!(call(&pv, &b, MEMORY_OP, [memory::MAXIMUM_RESERVATION, 0, 0, 0, 0]).result, 4096);
+        write(&pv, 0x70_0000, memory::MemoryMap { nr_entries: 8, pad: 0, buffer: 0x70_1000 }).unwrap();
+        assert_eq!(call(&pv, &b, MEMORY_OP, [memory::MEMORY_MAP, 0x70_0000, 0, 0, 0]).result, 0);
+        let m: memory::MemoryMap = read(&pv, 0x70_0000).unwrap();
+        assert_eq!(m.nr_entries as usize, pv.memory_map().len());
+        let e: pvabi::boot::MemMapEntry = read(&pv, 0x70_1000 + 24).unwrap();
+        assert_eq!(e, pv.memory_map()[1]);
+
+        // Balloon out two frames; the second list entry is the boot area
+        // and stops the batch after one.
+        pv.memory().write_obj(0xabu8, GuestAddress(0x80_0000)).unwrap();
+        pv.memory().write_obj(0x800u64, GuestAddress(0x71_0000)).unwrap();
+        pv.memory().write_obj(0x1u64, GuestAddress(0x71_0008)).unwrap();
+        let res = memory::Reservation { extent_start: 0x71_0000, nr_extents: 2, extent_order: 0, mem_flags: 0, domid: pvabi::DOMID_SELF, pad: 0 };
+        write(&pv, 0x72_0000, res).unwrap();
+        assert_eq!(call(&pv, &b, MEMORY_OP, [memory::DECREASE_RESERVATION, 0x72_0000, 0, 0, 0]).result, 1);
+        assert_eq!(pv.memory().read_obj::<u8>(GuestAddress(0x80_0000)).unwrap(), 0, "the frame's contents are gone");
+        assert_eq!(call(&pv, &b, MEMORY_OP, [memory::CURRENT_RESERVATION, 0, 0, 0, 0]).result, 4095);
+        // Taking the same frame twice stops at once.
+        assert_eq!(call(&pv, &b, MEMORY_OP, [memory::DECREASE_RESERVATION, 0x72_0000, 0, 0, 0]).result, 0);
+        assert_eq!(call(&pv, &b, MEMORY_OP, [memory::INCREASE_RESERVATION, 0x72_0000, 0, 0, 0]).result, 1);
+        assert_eq!(call(&pv, &b, MEMORY_OP, [memory::CURRENT_RESERVATION, 0, 0, 0, 0]).result, 4096);
+        write(&pv, 0x72_0000, memory::Reservation { extent_order: 1, ..res }).unwrap();
+        assert_eq!(call(&pv, &b, MEMORY_OP, [memory::DECREASE_RESERVATION, 0x72_0000, 0, 0, 0]).result, -EINVAL);
+        write(&pv, 0x72_0000, memory::Reservation { nr_extents: 1 << 20, ..res }).unwrap();
+        assert_eq!(call(&pv, &b, MEMORY_OP, [memory::DECREASE_RESERVATION, 0x72_0000, 0, 0, 0]).result, -E2BIG);
+    }
+
+    #[test]
+    fn the_hypercall_page_holds_one_stub_per_number() {
+        let (pv, _, _b, _r) = domain();
+        assert!(pv.install_hypercall_page(0x1234).is_err(), "misaligned");
+        assert!(pv.install_hypercall_page(0xD000_0000).is_err(), "not RAM");
+        pv.install_hypercall_page(0x90_0000).unwrap();
+        let mut stub = [0u8; 32];
+        pv.memory().read_slice(&mut stub, GuestAddress(0x90_0000 + 32 * u64::from(SCHED_OP))).unwrap();
+        assert_eq!(stub, pvabi::hypercall::stub(SCHED_OP));
+        assert_eq!(pv.hypercall_page(), Some(0x90_0000));
+    }
+}

@@ -1,0 +1,73 @@
+//! Driving the hardware-assisted rig (tests/rig/rig.sh) from Rust tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The outcome of one rig run.
+#[derive(Debug)]
+pub struct RigRun {
+    /// rig.sh's exit code.
+    pub code: Option<i32>,
+    /// Everything it printed (L1's serial console included).
+    pub log: String,
+    /// (name, passed, reason) per RIG-RESULT line.
+    pub results: Vec<(String, bool, String)>,
+}
+
+impl RigRun {
+    /// The result named `name`, if the scenario reported one.
+    pub fn result(&self, name: &str) -> Option<&(String, bool, String)> {
+        self.results.iter().find(|(n, _, _)| n == name)
+    }
+
+    /// The last `n` lines of the log, to attach to a failure.
+    pub fn tail(&self, n: usize) -> String {
+        let lines: Vec<&str> = self.log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// Parses `RIG-RESULT <name> PASS` / `RIG-RESULT <name> FAIL <reason>`.
+pub fn parse_results(log: &str) -> Vec<(String, bool, String)> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = l.trim_end_matches('\r').split_once("RIG-RESULT ")?.1;
+            let mut w = rest.splitn(3, ' ');
+            let (name, verdict) = (w.next()?, w.next()?);
+            Some((name.to_string(), verdict == "PASS", w.next().unwrap_or("").to_string()))
+        })
+        .collect()
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repository").to_path_buf()
+}
+
+/// Runs `scenario` (relative to the repository root) in the rig with the
+/// workspace binaries `bins` copied into L1.
+pub fn run_scenario(scenario: &str, bins: &[&str], timeout_secs: u32) -> RigRun {
+    let root = repo_root();
+    let log_path = std::env::temp_dir().join(format!("rig-{}-{}.log", std::process::id(), scenario.replace('/', "_")));
+    let mut cmd = Command::new(root.join("tests/rig/rig.sh"));
+    cmd.arg("run").arg("--scenario").arg(root.join(scenario)).arg("--timeout").arg(timeout_secs.to_string());
+    cmd.arg("--log").arg(&log_path);
+    for b in bins {
+        cmd.arg("--bin").arg(crate::workspace_bin(b));
+    }
+    let out = cmd.output().expect("tests/rig/rig.sh runs");
+    let mut log = String::from_utf8_lossy(&out.stdout).into_owned();
+    log.push_str(&String::from_utf8_lossy(&out.stderr));
+    RigRun { code: out.status.code(), results: parse_results(&log), log }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_result_lines() {
+        let r = parse_results("noise\nRIG-RESULT a PASS\r\n[ 1.0] RIG-RESULT b FAIL exit code 3, expected 0\nRIG-RESULT c\n");
+        assert_eq!(r, vec![("a".into(), true, "".into()), ("b".into(), false, "exit code 3, expected 0".into())]);
+    }
+}
