@@ -39,16 +39,36 @@ apt_install() {
 
 cmd_run() {
     setup
-    log "building the hypervisor and the test guest"
-    cargo build --release -p hypervisor -p frontends
-    local guest
-    guest=$(cargo run -q --release -p frontends --bin guest-image)
-    local info
+    log "building the hypervisor"
+    cargo build --release -p hypervisor
+    local info backend guest
     info=$(target/release/hypervisor info)
-    log "${info%%$'\n'*}"
-    log "booting the test guest (2 vCPUs) through 'hypervisor run'"
-    exec target/release/hypervisor run --kernel "$guest" --mem 128 --vcpus 2 \
-        --cmdline "workload=compute iterations=1000000000" --stats "$@"
+    backend=$(sed -n 's/^host backend: //p' <<<"$info")
+    log "host backend: $backend"
+    log "building the Linux guest (kernel + initramfs; cached after the first build)"
+    guest=$(guest-patches/build.sh --print-dir)
+    local args=(--kernel "$guest/bzImage" --initrd "$guest/initramfs.cpio.gz" --mem 512 --vcpus 2
+        --cmdline "console=ttyS0 panic=-1" --name linux)
+    case "$backend" in
+    vmx | svm)
+        log "booting Linux (2 vCPUs) through 'hypervisor run'; exit the shell to power off, Ctrl-] stops the domain"
+        exec target/release/hypervisor run "${args[@]}" "$@"
+        ;;
+    *)
+        # kvm_pvm (our machines): Linux is not PVM-aware and would run in
+        # KVM's instruction emulator. Boot it on real hardware-assisted KVM
+        # inside the nested-SVM rig instead.
+        log "this host's KVM is '$backend': booting Linux inside the nested-SVM rig (tests/rig)"
+        log "exit the Linux shell to power off (then L1 stops); Ctrl-A x kills QEMU"
+        local scenario
+        scenario=$(mktemp --suffix=.scenario)
+        printf '%s\n' "echo 'rig: L1 is up; starting the Linux guest through our hypervisor'" \
+            "/bin/hypervisor run --kernel /guest/bzImage --initrd /guest/initramfs.cpio.gz --mem 512 --vcpus 2 --cmdline 'console=ttyS0 panic=-1' --name linux --console-log /tmp/linux.console.log $*" \
+            "rig_pass linux-shell" >"$scenario"
+        tests/rig/rig.sh shell --scenario "$scenario" --bin target/release/hypervisor
+        rm -f "$scenario"
+        ;;
+    esac
 }
 
 cmd_test() {

@@ -14,8 +14,12 @@
 /// command line chooses what it does: `workload=banner` (default),
 /// `workload=compute iterations=N`, `workload=triple-fault`,
 /// `workload=invalid-opcode`, `workload=unbacked-mmio`,
-/// `workload=page-fault` or `workload=smp`. It reports on COM1 and ends the
-/// domain through `pvabi::ports::DEBUG_EXIT`.
+/// `workload=page-fault`, `workload=smp`, or one of the PV workloads that
+/// exercise the hypercall interface: `workload=pv-basic`, `pv-hostile`,
+/// `pv-console`, `pv-poweroff`, `pv-reboot`, `pv-crash`. It reports on
+/// COM1 (`pv-console`: through the `console_io` hypercall) and ends the
+/// domain through `pvabi::ports::DEBUG_EXIT` (the last three: through
+/// `sched_op(SHUTDOWN)`).
 pub const TESTGUEST_ELF: &str = env!("TESTGUEST_ELF");
 
 #[cfg(test)]

@@ -387,7 +387,8 @@ impl Domain {
                 .map(|(addr, size, kind)| pvabi::boot::MemMapEntry { addr, size, kind, reserved: 0 })
                 .collect(),
         };
-        let pv = Arc::new(PvDomain::new(ram.memory().clone(), ram.ranges().to_vec(), memory_map, PvConsole::new(sink)));
+        let memfd = ram.file().try_clone().map_err(|e| DomainError::Memory(crate::vstate::memory::MemoryError::Dup(e)))?;
+        let pv = Arc::new(PvDomain::new(ram.memory().clone(), memfd, ram.ranges().to_vec(), memory_map, PvConsole::new(sink)));
         let mut pio = Bus::new();
         pio.insert(u64::from(COM1), u64::from(COM1_LEN), serial.clone())?;
         pio.insert(u64::from(DEBUG_EXIT), 4, Arc::new(Mutex::new(DebugExit)))?;

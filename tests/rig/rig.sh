@@ -6,7 +6,8 @@
 # (the host's /dev/kvm is kvm_pvm, on which Linux guests cannot run).
 #
 #   rig.sh run --scenario FILE [--bin PATH ...] [--timeout S] [--log FILE]
-#   rig.sh shell [--bin PATH ...] [--timeout S] [--log FILE]
+#   rig.sh shell [--scenario FILE] [--bin PATH ...] [--timeout S] [--log FILE]
+#                                  (interactive: L1 runs FILE on the console, or a shell)
 #   rig.sh selftest [--timeout S] [--log FILE]    (kvm_smoke in L1; needs no hypervisor)
 #   rig.sh guest [--test NAME] [--timeout S] [--log FILE]
 #                                  (the L2 guest straight on QEMU TCG, no KVM: checks the guest build)
@@ -354,8 +355,8 @@ run)
 	summarize && exit 0 || exit 1
 	;;
 shell)
+	[ -z "$SCENARIO" ] || [ -f "$SCENARIO" ] || die "no such scenario: $SCENARIO"
 	setup_run
-	SCENARIO=""
 	l1_boot 1
 	exit 0
 	;;

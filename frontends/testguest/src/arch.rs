@@ -113,6 +113,18 @@ pub unsafe fn lgdt(pointer: &DescriptorTablePointer) {
     unsafe { asm!("lgdt [{}]", in(reg) pointer, options(readonly, nostack, preserves_flags)) };
 }
 
+/// Loads the task register with the TSS descriptor at `selector`.
+///
+/// # Safety
+/// The GDT must hold an available 64-bit TSS descriptor at `selector`
+/// whose TSS stays valid while loaded; the CPU marks the descriptor busy,
+/// so the GDT must be writable.
+pub unsafe fn ltr(selector: u16) {
+    // SAFETY: the caller guarantees the descriptor and the TSS; LTR writes
+    // the busy bit into the GDT, hence no `nomem`.
+    unsafe { asm!("ltr {0:x}", in(reg) selector, options(nostack, preserves_flags)) };
+}
+
 /// Halts with interrupts disabled, for good: the hypervisor parks the vCPU.
 pub fn halt_forever() -> ! {
     loop {

@@ -18,10 +18,16 @@ pub enum Workload {
     UnbackedMmio,
     PageFault,
     Smp,
+    PvBasic,
+    PvHostile,
+    PvConsole,
+    PvPoweroff,
+    PvReboot,
+    PvCrash,
 }
 
 impl Workload {
-    const ALL: [(&'static str, Workload); 7] = [
+    const ALL: [(&'static str, Workload); 13] = [
         ("banner", Workload::Banner),
         ("compute", Workload::Compute),
         ("triple-fault", Workload::TripleFault),
@@ -29,6 +35,12 @@ impl Workload {
         ("unbacked-mmio", Workload::UnbackedMmio),
         ("page-fault", Workload::PageFault),
         ("smp", Workload::Smp),
+        ("pv-basic", Workload::PvBasic),
+        ("pv-hostile", Workload::PvHostile),
+        ("pv-console", Workload::PvConsole),
+        ("pv-poweroff", Workload::PvPoweroff),
+        ("pv-reboot", Workload::PvReboot),
+        ("pv-crash", Workload::PvCrash),
     ];
 
     fn from_name(name: &[u8]) -> Option<Workload> {

@@ -1,4 +1,5 @@
-//! Line output on COM1 (a polled 16550), shared by all vCPUs.
+//! Line output, shared by all vCPUs: on COM1 (a polled 16550), or through
+//! the `console_io` hypercall once a workload switched to it.
 //!
 //! Every port access is a VM exit, and on a kvm_pvm host a costly one
 //! (~74 µs), so the transmitter is not polled before every byte: once LSR
@@ -6,14 +7,23 @@
 //! free and that many bytes are written before LSR is read again. With the
 //! hypervisor's UART (always empty) that is one LSR read per 16 bytes; on a
 //! real 16550 it is still correct.
+//!
+//! After [`use_console_io`], [`print_line`] assembles each line in a
+//! buffer of `console::MAX_CHUNK` bytes and hands it to the hypervisor with
+//! one `console_io(WRITE)`: one exit per line instead of one per byte
+//! (longer lines take one call per buffer-full). Exception and panic
+//! reports ([`print_line_from_fault`]) always use COM1, which needs no
+//! buffer that the interrupted line might be using.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use pvabi::console::MAX_CHUNK;
 use pvabi::ports::COM1;
 
 use crate::arch::{inb, outb};
 use crate::entry::{current_vcpu, MAX_VCPUS};
+use crate::hypercall::{self, Hypercalls};
 use crate::sync::RacyCell;
 
 /// 16550 registers, as offsets from the base port.
@@ -139,6 +149,67 @@ fn with_uart(reentrant: bool, f: impl FnOnce(&mut Uart)) {
     }
 }
 
+/// Lines go through `console_io` (see [`use_console_io`]).
+static USE_CONSOLE_IO: AtomicBool = AtomicBool::new(false);
+
+/// A line on its way to `console_io`.
+struct PvLine {
+    bytes: [u8; MAX_CHUNK as usize],
+    len: usize,
+}
+
+/// The line buffer of the `console_io` path; accessed only by the holder
+/// of [`OWNER`], like the UART.
+static PV_LINE: RacyCell<PvLine> = RacyCell::new(PvLine { bytes: [0; MAX_CHUNK as usize], len: 0 });
+
+/// Writes through `console_io`, a buffer-full per call; what the
+/// hypervisor refuses goes to COM1 instead, so that no output is lost.
+struct PvWriter<'a> {
+    line: &'a mut PvLine,
+    hypercalls: Hypercalls,
+    uart: &'a mut Uart,
+}
+
+impl PvWriter<'_> {
+    fn push(&mut self, byte: u8) {
+        if self.line.len == self.line.bytes.len() {
+            self.flush();
+        }
+        self.line.bytes[self.line.len] = byte;
+        self.line.len += 1;
+    }
+
+    fn flush(&mut self) {
+        let pending = &self.line.bytes[..self.line.len];
+        let mut done = 0;
+        while done < pending.len() {
+            match self.hypercalls.console_write(&pending[done..]) {
+                Ok(written) if written > 0 => done += (written as usize).min(pending.len() - done),
+                // An error, or no progress: the rest goes to the UART.
+                _ => {
+                    pending[done..].iter().for_each(|&byte| self.uart.write_byte(byte));
+                    break;
+                }
+            }
+        }
+        self.line.len = 0;
+    }
+}
+
+impl Write for PvWriter<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        text.bytes().for_each(|byte| self.push(byte));
+        Ok(())
+    }
+}
+
+/// From now on, [`print_line`] writes through `console_io` (on every
+/// vCPU). The token is the proof that the hypercall page is installed;
+/// `print_line` gets its own from `hypercall::installed`.
+pub fn use_console_io(_installed: Hypercalls) {
+    USE_CONSOLE_IO.store(true, Ordering::Release);
+}
+
 /// Programs COM1. Called once by the boot vCPU before the other vCPUs may
 /// print.
 pub fn init() {
@@ -148,10 +219,22 @@ pub fn init() {
 /// Prints one line (a newline is appended) without interleaving with other
 /// vCPUs' lines.
 pub fn print_line(args: fmt::Arguments<'_>) {
-    with_uart(false, |uart| {
-        // Writing to the UART cannot fail.
-        let _ = uart.write_fmt(args);
-        uart.write_byte(b'\n');
+    let console_io = if USE_CONSOLE_IO.load(Ordering::Acquire) { hypercall::installed() } else { None };
+    with_uart(false, |uart| match console_io {
+        Some(hypercalls) => {
+            // SAFETY: this vCPU holds the console lock, which guards the
+            // line buffer as it does the UART.
+            let line = unsafe { &mut *PV_LINE.get() };
+            let mut writer = PvWriter { line, hypercalls, uart };
+            // Neither writer can fail.
+            let _ = writer.write_fmt(args);
+            writer.push(b'\n');
+            writer.flush();
+        }
+        None => {
+            let _ = uart.write_fmt(args);
+            uart.write_byte(b'\n');
+        }
     });
 }
 

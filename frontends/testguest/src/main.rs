@@ -3,9 +3,10 @@
 //! Booted per `pvabi::boot` on every vCPU at once. `_start` (entry.rs)
 //! registers the vCPU's VIF page on kvm_pvm hosts, so that the guest runs
 //! natively there, and enters [`rust_entry`]. The boot vCPU builds the
-//! guest's page tables and IDT, prints a banner and runs the workload named
-//! on the command line (see cmdline.rs); the other vCPUs report in and halt.
-//! Results leave through COM1 and the debug-exit port.
+//! guest's page tables, GDT, TSSs and IDT, prints a banner and runs the
+//! workload named on the command line (see cmdline.rs); the other vCPUs
+//! report in and halt. Results leave through COM1 (or the `console_io`
+//! hypercall, see pv.rs) and the debug-exit port.
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -14,17 +15,20 @@ mod arch;
 mod cmdline;
 mod console;
 mod entry;
+mod hypercall;
 mod mem;
 mod paging;
+mod pv;
 mod sync;
 mod traps;
+mod usermode;
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use pvabi::boot::{MemMapEntry, StartInfo, CMDLINE_MAX, MEMMAP_MAX_ENTRIES, START_INFO_MAGIC, START_INFO_VERSION};
+use pvabi::boot::{MemMapEntry, StartInfo, CMDLINE_MAX, MEMMAP_MAX_ENTRIES, MEMMAP_RAM, START_INFO_MAGIC, START_INFO_VERSION};
 use pvabi::cpuid::{HostBackend, LEAF_FEATURES, LEAF_VERSION};
-use pvabi::{exit_status, layout, ports, pvm};
+use pvabi::{exit_status, layout, ports, pvm, sched};
 
 use cmdline::{CmdlineError, Workload, WorkloadNames};
 use console::Escaped;
@@ -80,6 +84,16 @@ struct BootParameters {
 impl BootParameters {
     fn cmdline(&self) -> &[u8] {
         &self.cmdline[..self.cmdline_len]
+    }
+
+    /// The memory map from the StartInfo.
+    fn memory_map(&self) -> &[MemMapEntry] {
+        &self.memory_map[..self.memory_map_len]
+    }
+
+    /// The end of the highest RAM entry of the memory map.
+    fn ram_end(&self) -> u64 {
+        self.memory_map().iter().filter(|entry| entry.kind == MEMMAP_RAM).map(|entry| entry.addr + entry.size).max().unwrap_or(0)
     }
 }
 
@@ -148,19 +162,20 @@ fn host_info(entry_flags: u64) -> HostInfo {
 fn boot_vcpu_main(start_info_gpa: u64, entry_flags: u64) -> ! {
     let vif_registered = entry_flags & ENTRY_VIF_REGISTERED != 0;
     console::init();
-    traps::init_idt();
-    traps::load_tables();
+    traps::init_tables();
+    traps::load_tables(0);
 
     let boot = read_start_info(start_info_gpa);
     if boot.vcpu_count as usize > MAX_VCPUS {
         fail!("{} vCPUs, but this guest supports at most {MAX_VCPUS}", boot.vcpu_count);
     }
-    let pml4 = match paging::build_identity_map(&boot.memory_map[..boot.memory_map_len], vif_registered) {
+    let pml4 = match paging::build_page_tables(boot.memory_map(), vif_registered, &usermode::window_pages()) {
         Ok(pml4) => pml4,
         Err(error) => fail!("cannot build the identity map: {error}"),
     };
     // SAFETY: the new map covers the image (code, data, stacks), the boot
-    // area and all RAM at the same addresses as the boot map.
+    // area and all RAM at the same addresses as the boot map (and adds the
+    // user window, which the boot map does not have).
     unsafe { arch::write_cr3(pml4) };
 
     let host = host_info(entry_flags);
@@ -181,7 +196,7 @@ fn boot_vcpu_main(start_info_gpa: u64, entry_flags: u64) -> ! {
     if let Some(option) = options.ignored {
         println!("testguest: ignored {} unknown option(s), last \"{}\"", options.ignored_count, Escaped(option));
     }
-    run_workload(options.workload, options.iterations, boot.vcpu_count)
+    run_workload(options.workload, options.iterations, &boot)
 }
 
 /// Prints the banner: one line, plus the host's PVM facts on kvm_pvm and a
@@ -265,7 +280,7 @@ fn secondary_vcpu_main(vcpu: usize) -> ! {
             cr3 => break cr3,
         }
     };
-    traps::load_tables();
+    traps::load_tables(vcpu);
     // SAFETY: the boot vCPU's map covers this vCPU's code, data and stack
     // at their current addresses (see boot_vcpu_main).
     unsafe { arch::write_cr3(cr3) };
@@ -274,7 +289,8 @@ fn secondary_vcpu_main(vcpu: usize) -> ! {
     arch::halt_forever()
 }
 
-fn run_workload(workload: Workload, iterations: u64, vcpu_count: u32) -> ! {
+fn run_workload(workload: Workload, iterations: u64, boot: &BootParameters) -> ! {
+    let vcpu_count = boot.vcpu_count;
     match workload {
         Workload::Banner => exit(exit_status::SUCCESS),
         Workload::Compute => {
@@ -317,6 +333,12 @@ fn run_workload(workload: Workload, iterations: u64, vcpu_count: u32) -> ! {
             println!("testguest: all {vcpu_count} vCPUs online");
             exit(exit_status::SUCCESS)
         }
+        Workload::PvBasic => pv::basic(boot),
+        Workload::PvHostile => pv::hostile(boot),
+        Workload::PvConsole => pv::console_workload(),
+        Workload::PvPoweroff => pv::shutdown(sched::REASON_POWEROFF),
+        Workload::PvReboot => pv::shutdown(sched::REASON_REBOOT),
+        Workload::PvCrash => pv::shutdown(sched::REASON_CRASH),
     }
 }
 

@@ -257,7 +257,8 @@ pub mod boot {
         pub vcpu_count: u32,
         /// Reserved, zero.
         pub flags: u32,
-        /// Bytes of RAM the domain has (sum of the RAM entries of the map).
+        /// Bytes of RAM the domain has: every RAM range, the boot area
+        /// below [`LOAD_MIN`] included (which the map lists as reserved).
         pub ram_bytes: u64,
         /// Guest-physical address of the NUL-terminated command line.
         pub cmdline_gpa: u64,

@@ -281,16 +281,10 @@ fn balloon(ctx: &CallContext<'_>, take: bool, arg: u64) -> Outcome {
             if !valid || frames.contains(&frame) {
                 return Outcome::ok(i as i64);
             }
-            let Ok(host) = ctx.pv.memory().get_host_address(GuestAddress(frame * 4096)) else {
-                return Outcome::ok(i as i64);
-            };
-            // SAFETY: `host` is the start of one page of the domain's
-            // shared memfd mapping (checked to be RAM above); MADV_REMOVE
-            // frees its backing store and later reads see zeros, which is
-            // exactly a ballooned-out frame. No Rust reference into guest
-            // memory is held across this call.
-            let freed = unsafe { libc::madvise(host.cast(), 4096, libc::MADV_REMOVE) } == 0;
-            if !freed {
+            if let Err(e) = ctx.pv.discard_page(frame * 4096) {
+                // Not the guest's fault: say so, and stop the batch here as
+                // for any frame that cannot be taken.
+                tracing::warn!("ballooning out frame {frame:#x} failed: the host could not free its memory: {e}");
                 return Outcome::ok(i as i64);
             }
             frames.insert(frame);
@@ -314,7 +308,7 @@ mod tests {
         let tail = ConsoleTail::default();
         let console = PvConsole::new(Arc::new(Mutex::new(ConsoleSink::new(false, None, tail.clone()))));
         let map = crate::boot::freestanding::memory_map(ram.ranges());
-        (PvDomain::new(ram.memory().clone(), ram.ranges().to_vec(), map, console), tail, Balloon::default(), ram)
+        (PvDomain::new(ram.memory().clone(), ram.file().try_clone().unwrap(), ram.ranges().to_vec(), map, console), tail, Balloon::default(), ram)
     }
 
     fn call(pv: &PvDomain, b: &Balloon, nr: u32, args: [u64; 5]) -> Outcome {

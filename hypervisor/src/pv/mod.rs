@@ -65,6 +65,7 @@ impl HypercallCounters {
 /// The PV state of one domain, shared by its vCPUs.
 pub struct PvDomain {
     memory: GuestMemoryMmap,
+    memfd: std::fs::File,
     ram: Vec<RamRange>,
     memory_map: Vec<pvabi::boot::MemMapEntry>,
     hypercall_page: Mutex<Option<u64>>,
@@ -83,13 +84,38 @@ pub enum MsrRefused {
 
 impl PvDomain {
     /// PV state over `memory`.
-    pub fn new(memory: GuestMemoryMmap, ram: Vec<RamRange>, memory_map: Vec<pvabi::boot::MemMapEntry>, console: PvConsole) -> PvDomain {
-        PvDomain { memory, ram, memory_map, hypercall_page: Mutex::new(None), console, counters: HypercallCounters::default() }
+    pub fn new(
+        memory: GuestMemoryMmap,
+        memfd: std::fs::File,
+        ram: Vec<RamRange>,
+        memory_map: Vec<pvabi::boot::MemMapEntry>,
+        console: PvConsole,
+    ) -> PvDomain {
+        PvDomain { memory, memfd, ram, memory_map, hypercall_page: Mutex::new(None), console, counters: HypercallCounters::default() }
     }
 
     /// The guest's RAM.
     pub fn memory(&self) -> &GuestMemoryMmap {
         &self.memory
+    }
+
+    /// Frees the host memory behind the RAM page at `gpa` (it reads as
+    /// zeros afterwards). Punching a hole in the memfd works on every host
+    /// kernel, unlike madvise(MADV_REMOVE), which needs
+    /// CONFIG_ADVISE_SYSCALLS.
+    pub fn discard_page(&self, gpa: u64) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let r = self.ram.iter().find(|r| r.contains(gpa, 4096)).ok_or(std::io::ErrorKind::InvalidInput)?;
+        let offset = (r.file_offset + (gpa - r.gpa)) as libc::off_t;
+        // SAFETY: fallocate on a file descriptor we own, with a range
+        // inside the file; it changes the file's contents only (the
+        // mapping stays valid and reads zeros there), no Rust memory.
+        let ret = unsafe { libc::fallocate(self.memfd.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, offset, 4096) };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
     }
 
     /// Where RAM is.
