@@ -24,6 +24,8 @@ pub struct CpuidParams {
     pub vcpu_count: u32,
     /// The host backend, reported to the guest.
     pub backend: HostBackend,
+    /// Whether the domain has direct paging (`mmu_update`, `mmuext_op`).
+    pub direct_paging: bool,
 }
 
 /// Builds the CPUID entries of one vCPU from KVM_GET_SUPPORTED_CPUID.
@@ -56,7 +58,9 @@ pub fn build(supported: &[kvm_cpuid_entry2], p: CpuidParams) -> Vec<kvm_cpuid_en
     }
     let word = |i: usize| u32::from_le_bytes([SIGNATURE[i], SIGNATURE[i + 1], SIGNATURE[i + 2], SIGNATURE[i + 3]]);
     let leaf = |function, eax, ebx, ecx, edx| kvm_cpuid_entry2 { function, index: 0, flags: 0, eax, ebx, ecx, edx, ..Default::default() };
-    let feature_bits = features::HYPERCALL_PAGE | if p.backend == HostBackend::Pvm { features::HOST_PVM } else { 0 };
+    let feature_bits = features::HYPERCALL_PAGE
+        | if p.backend == HostBackend::Pvm { features::HOST_PVM } else { 0 }
+        | if p.direct_paging { features::DIRECT_PAGING } else { 0 };
     out.push(leaf(LEAF_SIGNATURE, LEAF_MAX, word(0), word(4), word(8)));
     out.push(leaf(LEAF_VERSION, (u32::from(pvabi::ABI_VERSION_MAJOR) << 16) | u32::from(pvabi::ABI_VERSION_MINOR), 0, 0, 0));
     out.push(leaf(LEAF_FEATURES, feature_bits, p.backend as u32, p.vcpu_count, pvabi::hypercall::MSR_HYPERCALL_PAGE));
@@ -88,7 +92,7 @@ mod tests {
 
     #[test]
     fn hypervisor_bit_and_apic_id() {
-        let v = build(&kvm_like(), CpuidParams { vcpu_index: 3, vcpu_count: 4, backend: HostBackend::Vmx });
+        let v = build(&kvm_like(), CpuidParams { vcpu_index: 3, vcpu_count: 4, backend: HostBackend::Vmx, direct_paging: false });
         let l1 = find(&v, 1);
         assert_ne!(l1.ecx & LEAF1_ECX_HYPERVISOR, 0);
         assert_eq!(l1.ebx >> 24, 3);
@@ -98,7 +102,7 @@ mod tests {
 
     #[test]
     fn our_leaves_replace_kvms_which_move_up() {
-        let v = build(&kvm_like(), CpuidParams { vcpu_index: 0, vcpu_count: 2, backend: HostBackend::Pvm });
+        let v = build(&kvm_like(), CpuidParams { vcpu_index: 0, vcpu_count: 2, backend: HostBackend::Pvm, direct_paging: true });
         let sig = find(&v, LEAF_SIGNATURE);
         let mut bytes = Vec::new();
         for r in [sig.ebx, sig.ecx, sig.edx] {
@@ -116,6 +120,7 @@ mod tests {
         assert_eq!(HostBackend::from_u32(f.ebx), HostBackend::Pvm);
         assert_eq!(f.ecx, 2);
         assert_ne!(f.eax & features::HYPERCALL_PAGE, 0);
+        assert_ne!(f.eax & features::DIRECT_PAGING, 0);
         assert_eq!(f.edx, pvabi::hypercall::MSR_HYPERCALL_PAGE);
         let ver = find(&v, LEAF_VERSION);
         assert_eq!(ver.eax, (u32::from(pvabi::ABI_VERSION_MAJOR) << 16) | u32::from(pvabi::ABI_VERSION_MINOR));
@@ -123,8 +128,9 @@ mod tests {
 
     #[test]
     fn no_pvm_flag_on_hardware_hosts() {
-        let v = build(&kvm_like(), CpuidParams { vcpu_index: 0, vcpu_count: 1, backend: HostBackend::Svm });
+        let v = build(&kvm_like(), CpuidParams { vcpu_index: 0, vcpu_count: 1, backend: HostBackend::Svm, direct_paging: false });
         assert_eq!(find(&v, LEAF_FEATURES).eax & features::HOST_PVM, 0);
+        assert_eq!(find(&v, LEAF_FEATURES).eax & features::DIRECT_PAGING, 0);
         assert_eq!(HostBackend::from_u32(find(&v, LEAF_FEATURES).ebx), HostBackend::Svm);
     }
 }

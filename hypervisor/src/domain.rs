@@ -201,6 +201,8 @@ pub struct RunReport {
     pub vcpus: Vec<VcpuReport>,
     /// Hypercalls by name (plus `unknown` and `failed`).
     pub hypercalls: Vec<(String, u64)>,
+    /// Direct-paging counters (validated updates, rejections by reason).
+    pub paging: Vec<(String, u64)>,
     /// Wall time from the first KVM_RUN to the end.
     pub elapsed: Duration,
 }
@@ -344,24 +346,6 @@ impl Domain {
             .load(ram.memory())?,
         };
 
-        let supported = vm.supported_cpuid()?;
-        let mut vcpus = Vec::with_capacity(config.vcpus as usize);
-        let mut stats = Vec::with_capacity(config.vcpus as usize);
-        for index in 0..config.vcpus {
-            let vcpu = Vcpu::new(vm.fd(), index)?;
-            let entries = cpuid::build(supported.as_slice(), CpuidParams { vcpu_index: index, vcpu_count: config.vcpus, backend });
-            let cpuid = CpuId::from_entries(&entries).expect("the entry count is bounded by KVM_MAX_CPUID_ENTRIES + 3");
-            vcpu.configure(&cpuid, &entry, irqchip)?;
-            stats.push(match StatsFd::open(vcpu.fd()) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!("vCPU {index} statistics are unavailable: {e}");
-                    None
-                }
-            });
-            vcpus.push(vcpu);
-        }
-
         let log = match &config.console_log {
             Some(path) => Some(
                 OpenOptions::new()
@@ -388,7 +372,33 @@ impl Domain {
                 .collect(),
         };
         let memfd = ram.file().try_clone().map_err(|e| DomainError::Memory(crate::vstate::memory::MemoryError::Dup(e)))?;
-        let pv = Arc::new(PvDomain::new(ram.memory().clone(), memfd, ram.ranges().to_vec(), memory_map, PvConsole::new(sink)));
+        let pv = Arc::new(PvDomain::new(
+            ram.memory().clone(),
+            memfd,
+            ram.ranges().to_vec(),
+            memory_map,
+            PvConsole::new(sink),
+            config.vcpus as usize,
+            backend == HostBackend::Pvm,
+        ));
+        let supported = vm.supported_cpuid()?;
+        let mut vcpus = Vec::with_capacity(config.vcpus as usize);
+        let mut stats = Vec::with_capacity(config.vcpus as usize);
+        for index in 0..config.vcpus {
+            let vcpu = Vcpu::new(vm.fd(), index)?;
+            let entries = cpuid::build(supported.as_slice(), CpuidParams { vcpu_index: index, vcpu_count: config.vcpus, backend, direct_paging: pv.frames.is_some() });
+            let cpuid = CpuId::from_entries(&entries).expect("the entry count is bounded by KVM_MAX_CPUID_ENTRIES + 3");
+            vcpu.configure(&cpuid, &entry, irqchip)?;
+            stats.push(match StatsFd::open(vcpu.fd()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!("vCPU {index} statistics are unavailable: {e}");
+                    None
+                }
+            });
+            vcpus.push(vcpu);
+        }
+
         let mut pio = Bus::new();
         pio.insert(u64::from(COM1), u64::from(COM1_LEN), serial.clone())?;
         pio.insert(u64::from(DEBUG_EXIT), 4, Arc::new(Mutex::new(DebugExit)))?;
@@ -475,7 +485,10 @@ impl Domain {
                 vcpu
             });
             match spawned {
-                Ok(t) => threads.push(t),
+                Ok(t) => {
+                    self.pv.shootdown.register_thread(index as usize, std::os::unix::thread::JoinHandleExt::as_pthread_t(&t));
+                    threads.push(t)
+                }
                 Err(source) => {
                     spawn_error = Some(DomainError::Thread { index, source });
                     break;
@@ -551,7 +564,13 @@ impl Domain {
                 userspace: counters.snapshot(),
             })
             .collect();
-        Ok(RunReport { end: end.expect("set when every thread started"), vcpus, hypercalls: self.pv.counters.snapshot(), elapsed })
+        Ok(RunReport {
+            end: end.expect("set when every thread started"),
+            vcpus,
+            hypercalls: self.pv.counters.snapshot(),
+            paging: self.pv.paging_stats(),
+            elapsed,
+        })
     }
 }
 

@@ -219,6 +219,10 @@ fn print_stats(report: &RunReport) {
     }
     let calls: Vec<String> = report.hypercalls.iter().filter(|(_, n)| *n > 0).map(|(name, n)| format!("{name}={n}")).collect();
     eprintln!("  hypercalls: {}", if calls.is_empty() { "none".to_string() } else { calls.join(" ") });
+    let paging: Vec<String> = report.paging.iter().filter(|(_, n)| *n > 0).map(|(name, n)| format!("{name}={n}")).collect();
+    if !paging.is_empty() {
+        eprintln!("  direct paging: {}", paging.join(" "));
+    }
     eprintln!("  {:<28}{header}", "counter (hypervisor)");
     if let Some(first) = report.vcpus.first() {
         for (i, (n, _)) in first.userspace.iter().enumerate() {

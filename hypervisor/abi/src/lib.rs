@@ -560,6 +560,8 @@ pub mod mm {
     }
     const _: () = assert!(core::mem::size_of::<MmuextOp>() == 24);
 
+    // The command numbers are Xen's (xen/include/public/xen.h).
+
     /// Pin a frame as an L1 table.
     pub const MMUEXT_PIN_L1_TABLE: u32 = 0;
     /// Pin as L2.
@@ -576,10 +578,16 @@ pub mod mm {
     pub const MMUEXT_TLB_FLUSH_LOCAL: u32 = 6;
     /// Invalidate one address on this vCPU.
     pub const MMUEXT_INVLPG_LOCAL: u32 = 7;
+    /// As Xen: flush the TLBs of a set of vCPUs (not supported: use
+    /// [`MMUEXT_TLB_FLUSH_ALL`]).
+    pub const MMUEXT_TLB_FLUSH_MULTI: u32 = 8;
+    /// As Xen: invalidate one address on a set of vCPUs (not supported:
+    /// use [`MMUEXT_INVLPG_ALL`]).
+    pub const MMUEXT_INVLPG_MULTI: u32 = 9;
     /// Flush every vCPU's TLB.
-    pub const MMUEXT_TLB_FLUSH_ALL: u32 = 8;
+    pub const MMUEXT_TLB_FLUSH_ALL: u32 = 10;
     /// Invalidate one address on every vCPU.
-    pub const MMUEXT_INVLPG_ALL: u32 = 9;
+    pub const MMUEXT_INVLPG_ALL: u32 = 11;
     /// Largest batch of updates or operations one call takes.
     pub const MAX_BATCH: u64 = 4096;
 }

@@ -13,9 +13,9 @@ use std::time::Duration;
 use pvabi::errno::{E2BIG, EFAULT, EINVAL, ENOSYS};
 use pvabi::hypercall::{MulticallEntry, CONSOLE_IO, MEMORY_OP, MMUEXT_OP, MMU_UPDATE, MULTICALL, MULTICALL_MAX, SCHED_OP, VERSION};
 use pvabi::{console, memory, sched, version};
-use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{ByteValued, Bytes, GuestAddress};
 
-use super::PvDomain;
+use super::{mmu, PvDomain};
 use crate::layout::is_ram;
 
 /// What a hypercall does to the domain besides returning a value.
@@ -74,6 +74,7 @@ plain!(sched::Shutdown);
 plain!(memory::MemoryMap);
 plain!(memory::Reservation);
 plain!(pvabi::boot::MemMapEntry);
+plain!(u32);
 
 fn read<T: Copy + Default>(pv: &PvDomain, gpa: u64) -> Result<T, i64>
 where
@@ -93,25 +94,36 @@ fn in_ram(pv: &PvDomain, gpa: u64, len: u64) -> bool {
     len == 0 || is_ram(pv.ram(), gpa, len)
 }
 
+/// What a hypercall may do to the calling vCPU (its registers can only be
+/// changed from its own thread).
+pub trait VcpuControl {
+    /// Flushes this vCPU's TLB (global pages included).
+    fn flush_tlb(&mut self);
+    /// Loads CR3 (a new address space; flushes non-global translations).
+    fn set_cr3(&mut self, cr3: u64);
+}
+
 /// Everything a hypercall needs besides its number and arguments.
 pub struct CallContext<'a> {
     /// The domain's PV state.
     pub pv: &'a PvDomain,
     /// The domain's balloon.
     pub balloon: &'a Balloon,
+    /// The calling vCPU's index.
+    pub vcpu: usize,
+    /// The calling vCPU.
+    pub cpu: &'a mut dyn VcpuControl,
 }
 
 /// Runs hypercall `nr` with `args` (RDI, RSI, RDX, R10, R8).
-pub fn dispatch(ctx: &CallContext<'_>, nr: u32, args: [u64; 5]) -> Outcome {
+pub fn dispatch(ctx: &mut CallContext<'_>, nr: u32, args: [u64; 5]) -> Outcome {
     let out = match nr {
         VERSION => version_op(ctx, args[0], args[1]),
         CONSOLE_IO => console_io(ctx, args[0], args[1], args[2]),
         SCHED_OP => sched_op(ctx, args[0], args[1]),
         MULTICALL => multicall(ctx, args[0], args[1]),
         MEMORY_OP => memory_op(ctx, args[0], args[1]),
-        // Direct paging is announced by a CPUID feature bit; without it the
-        // MMU hypercalls do not exist.
-        MMU_UPDATE | MMUEXT_OP => Outcome::err(ENOSYS),
+        MMU_UPDATE | MMUEXT_OP => paging(ctx, nr, args),
         _ => Outcome::err(ENOSYS),
     };
     ctx.pv.counters.count(nr, out.result);
@@ -184,7 +196,7 @@ fn sched_op(ctx: &CallContext<'_>, cmd: u64, arg: u64) -> Outcome {
     }
 }
 
-fn multicall(ctx: &CallContext<'_>, entries: u64, count: u64) -> Outcome {
+fn multicall(ctx: &mut CallContext<'_>, entries: u64, count: u64) -> Outcome {
     if count > MULTICALL_MAX {
         return Outcome::err(E2BIG);
     }
@@ -278,7 +290,9 @@ fn balloon(ctx: &CallContext<'_>, take: bool, arg: u64) -> Outcome {
         let gpa = frame.checked_mul(4096);
         let valid = gpa.is_some_and(|g| g >= pvabi::boot::LOAD_MIN && is_ram(ctx.pv.ram(), g, 4096)) && Some(frame) != hypercall_frame;
         if take {
-            if !valid || frames.contains(&frame) {
+            // A frame the guest still maps (or uses as a page table) cannot
+            // go: the frame table refuses to make it absent.
+            if !valid || frames.contains(&frame) || ctx.pv.set_frame_class(frame, pvmm::FrameClass::Absent).is_err() {
                 return Outcome::ok(i as i64);
             }
             if let Err(e) = ctx.pv.discard_page(frame * 4096) {
@@ -290,9 +304,64 @@ fn balloon(ctx: &CallContext<'_>, take: bool, arg: u64) -> Outcome {
             frames.insert(frame);
         } else if !frames.remove(&frame) {
             return Outcome::ok(i as i64);
+        } else {
+            let _ = ctx.pv.set_frame_class(frame, pvmm::FrameClass::Ram);
         }
     }
     Outcome::ok(r.nr_extents as i64)
+}
+
+/// `mmu_update(requests, count, done, domain)` and
+/// `mmuext_op(ops, count, done, domain)`: the batch goes to the frame
+/// table; `done` (a u32, if the pointer is not 0) receives the number of
+/// entries carried out before the first failure.
+fn paging(ctx: &mut CallContext<'_>, nr: u32, args: [u64; 5]) -> Outcome {
+    let [list, count, done_ptr, domid, _] = args;
+    let Some(frames) = &ctx.pv.frames else { return Outcome::err(ENOSYS) };
+    if domid != u64::from(pvabi::DOMID_SELF) {
+        return Outcome::err(pvabi::errno::EPERM);
+    }
+    let (pv, vcpu) = (ctx.pv, ctx.vcpu);
+    // Another vCPU holding the table may be waiting for this one to flush
+    // its TLB: keep answering while waiting for the lock.
+    let mut table = loop {
+        match frames.try_lock() {
+            Ok(t) => break t,
+            Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                if let Some(g) = pv.shootdown.pending(vcpu) {
+                    ctx.cpu.flush_tlb();
+                    pv.shootdown.ack(vcpu, g);
+                }
+                std::thread::yield_now();
+            }
+        }
+    };
+    let cpu = &mut *ctx.cpu;
+    let mut flush_all = || {
+        cpu.flush_tlb();
+        let late = pv.shootdown.flush_others(vcpu);
+        if !late.is_empty() {
+            tracing::error!("vCPUs {late:?} did not flush their TLBs in time");
+        }
+    };
+    let mut mem = mmu::GuestTables::new(pv.memory(), &mut flush_all);
+    let out = if nr == MMU_UPDATE { table.mmu_update_in_guest(&mut mem, list, count) } else { table.mmuext_op_in_guest(&mut mem, vcpu, list, count) };
+    drop(mem);
+    drop(table);
+    let e = out.effects;
+    if e.flush_all != pvmm::Flush::None {
+        flush_all();
+    } else if e.flush_local != pvmm::Flush::None {
+        cpu.flush_tlb();
+    }
+    if let Some(base) = e.new_base {
+        cpu.set_cr3(base.0 << 12);
+    }
+    if done_ptr != 0 && write(pv, done_ptr, out.done as u32).is_err() {
+        return Outcome::err(EFAULT);
+    }
+    Outcome { result: i64::from(out.errno()), effect: Effect::None }
 }
 
 #[cfg(test)]
@@ -308,11 +377,25 @@ mod tests {
         let tail = ConsoleTail::default();
         let console = PvConsole::new(Arc::new(Mutex::new(ConsoleSink::new(false, None, tail.clone()))));
         let map = crate::boot::freestanding::memory_map(ram.ranges());
-        (PvDomain::new(ram.memory().clone(), ram.file().try_clone().unwrap(), ram.ranges().to_vec(), map, console), tail, Balloon::default(), ram)
+        (PvDomain::new(ram.memory().clone(), ram.file().try_clone().unwrap(), ram.ranges().to_vec(), map, console, 1, false), tail, Balloon::default(), ram)
+    }
+
+    #[derive(Default)]
+    struct FakeCpu {
+        flushes: usize,
+        cr3: Option<u64>,
+    }
+    impl VcpuControl for FakeCpu {
+        fn flush_tlb(&mut self) {
+            self.flushes += 1;
+        }
+        fn set_cr3(&mut self, cr3: u64) {
+            self.cr3 = Some(cr3);
+        }
     }
 
     fn call(pv: &PvDomain, b: &Balloon, nr: u32, args: [u64; 5]) -> Outcome {
-        dispatch(&CallContext { pv, balloon: b }, nr, args)
+        dispatch(&mut CallContext { pv, balloon: b, vcpu: 0, cpu: &mut FakeCpu::default() }, nr, args)
     }
 
     #[test]
@@ -419,6 +502,58 @@ mod tests {
         assert_eq!(call(&pv, &b, MEMORY_OP, [memory::DECREASE_RESERVATION, 0x72_0000, 0, 0, 0]).result, -EINVAL);
         write(&pv, 0x72_0000, memory::Reservation { nr_extents: 1 << 20, ..res }).unwrap();
         assert_eq!(call(&pv, &b, MEMORY_OP, [memory::DECREASE_RESERVATION, 0x72_0000, 0, 0, 0]).result, -E2BIG);
+    }
+
+    #[test]
+    fn direct_paging_pins_switches_and_refuses_writable_tables() {
+        use pvabi::mm::{MmuUpdate, MmuextOp, MMUEXT_NEW_BASEPTR, MMUEXT_PIN_L4_TABLE, MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_UNPIN_TABLE};
+        let (pv, _, b, _r) = domain();
+        let (l4, l3, l2, l1, data) = (0x40_0000u64, 0x40_1000u64, 0x40_2000u64, 0x40_3000u64, 0x50_0000u64);
+        let (p, rw) = (1u64, 2u64);
+        for (table, entry) in [(l4, l3 | p | rw), (l3, l2 | p | rw), (l2, l1 | p | rw), (l1, data | p | rw)] {
+            pv.memory().write_obj(entry, GuestAddress(table)).unwrap();
+        }
+        let ops = 0x60_0000u64;
+        let done = 0x61_0000u64;
+        let op = |at: u64, cmd, arg1| pv.memory().write_slice(&[cmd as u64, arg1, 0].map(u64::to_le_bytes).concat(), GuestAddress(at)).unwrap();
+        op(ops, MMUEXT_PIN_L4_TABLE, l4 >> 12);
+        op(ops + 24, MMUEXT_NEW_BASEPTR, l4 >> 12);
+        op(ops + 48, MMUEXT_TLB_FLUSH_LOCAL, 0);
+        let mut cpu = FakeCpu::default();
+        let mut ctx = CallContext { pv: &pv, balloon: &b, vcpu: 0, cpu: &mut cpu };
+        let dom = u64::from(pvabi::DOMID_SELF);
+        assert_eq!(dispatch(&mut ctx, MMUEXT_OP, [ops, 3, done, dom, 0]).result, 0);
+        assert_eq!(pv.memory().read_obj::<u32>(GuestAddress(done)).unwrap(), 3);
+        assert_eq!(cpu.cr3, Some(l4), "the new base pointer is loaded");
+        assert!(cpu.flushes >= 1);
+
+        // Mapping the L4 itself writable through the L1 is refused, and
+        // the batch reports how far it got.
+        let reqs = 0x62_0000u64;
+        let upd = |i: u64, ptr: u64, val: u64| pv.memory().write_slice(&[ptr, val].map(u64::to_le_bytes).concat(), GuestAddress(reqs + 16 * i)).unwrap();
+        upd(0, l1 + 8, 0x50_1000 | p | rw);
+        upd(1, l1 + 16, l4 | p | rw);
+        let mut cpu = FakeCpu::default();
+        let mut ctx = CallContext { pv: &pv, balloon: &b, vcpu: 0, cpu: &mut cpu };
+        let out = dispatch(&mut ctx, MMU_UPDATE, [reqs, 2, done, dom, 0]);
+        assert!(out.result < 0, "a writable mapping of a page table must fail: {out:?}");
+        assert_eq!(pv.memory().read_obj::<u32>(GuestAddress(done)).unwrap(), 1);
+        assert_eq!(pv.memory().read_obj::<u64>(GuestAddress(l1 + 8)).unwrap(), 0x50_1000 | p | rw, "the first update was applied");
+        assert_eq!(pv.memory().read_obj::<u64>(GuestAddress(l1 + 16)).unwrap(), 0, "the refused one was not");
+        assert_eq!(dispatch(&mut ctx, MMU_UPDATE, [reqs, 1, 0, 5, 0]).result, -pvabi::errno::EPERM, "another domain");
+        let stats = pv.paging_stats();
+        assert!(stats.iter().any(|(n, v)| n.starts_with("rejected_") && *v == 1), "{stats:?}");
+        assert!(stats.contains(&("updates_applied".to_string(), 1)), "{stats:?}");
+
+        // The mapped data frame cannot be ballooned out; unpinning a table
+        // that is still the base pointer keeps it alive.
+        op(ops, MMUEXT_UNPIN_TABLE, l4 >> 12);
+        assert_eq!(dispatch(&mut ctx, MMUEXT_OP, [ops, 1, 0, dom, 0]).result, 0);
+        pv.memory().write_obj(data >> 12, GuestAddress(0x71_0000)).unwrap();
+        let res = memory::Reservation { extent_start: 0x71_0000, nr_extents: 1, extent_order: 0, mem_flags: 0, domid: pvabi::DOMID_SELF, pad: 0 };
+        write(&pv, 0x72_0000, res).unwrap();
+        assert_eq!(dispatch(&mut ctx, MEMORY_OP, [memory::DECREASE_RESERVATION, 0x72_0000, 0, 0, 0]).result, 0, "a mapped frame stays");
+        let _ = (MmuUpdate::default(), MmuextOp::default());
     }
 
     #[test]

@@ -9,15 +9,18 @@
 
 pub mod console;
 pub mod hypercall;
+pub mod mmu;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use pvabi::hypercall::{STUB_COUNT, STUB_SIZE};
+use pvmm::{FrameClass, FrameTable, Gfn};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::layout::{is_ram, RamRange};
 pub use console::PvConsole;
+use mmu::TlbShootdown;
 
 /// Hypercall counters of a domain.
 #[derive(Debug)]
@@ -69,6 +72,10 @@ pub struct PvDomain {
     ram: Vec<RamRange>,
     memory_map: Vec<pvabi::boot::MemMapEntry>,
     hypercall_page: Mutex<Option<u64>>,
+    /// The domain's frame table (direct paging), if it could be built.
+    pub frames: Option<Mutex<FrameTable>>,
+    /// Cross-vCPU TLB flushes.
+    pub shootdown: TlbShootdown,
     /// The console behind `console_io`.
     pub console: PvConsole,
     /// Hypercall counters.
@@ -90,8 +97,43 @@ impl PvDomain {
         ram: Vec<RamRange>,
         memory_map: Vec<pvabi::boot::MemMapEntry>,
         console: PvConsole,
+        vcpus: usize,
+        pvm: bool,
     ) -> PvDomain {
-        PvDomain { memory, memfd, ram, memory_map, hypercall_page: Mutex::new(None), console, counters: HypercallCounters::default() }
+        let frames = match frame_table(&ram, vcpus, pvm) {
+            Ok(t) => Some(Mutex::new(t)),
+            Err(e) => {
+                tracing::warn!("direct paging is unavailable for this domain: {e}");
+                None
+            }
+        };
+        let shootdown = TlbShootdown::new(vcpus, crate::vstate::vcpu::kick_signal());
+        PvDomain { memory, memfd, ram, memory_map, hypercall_page: Mutex::new(None), frames, shootdown, console, counters: HypercallCounters::default() }
+    }
+
+    /// Changes the class of frame `gfn` in the frame table, if there is one.
+    pub fn set_frame_class(&self, gfn: u64, class: FrameClass) -> Result<(), pvmm::Error> {
+        match &self.frames {
+            Some(t) => t.lock().unwrap_or_else(|p| p.into_inner()).set_frame_class(Gfn(gfn), class),
+            None => Ok(()),
+        }
+    }
+
+    /// Direct-paging counters: validated updates and operations, and
+    /// rejections by reason.
+    pub fn paging_stats(&self) -> Vec<(String, u64)> {
+        let Some(t) = &self.frames else { return Vec::new() };
+        let t = t.lock().unwrap_or_else(|p| p.into_inner());
+        let s = t.stats();
+        let mut v = vec![
+            ("updates_applied".to_string(), s.updates_applied),
+            ("ext_ops_done".to_string(), s.ext_ops_done),
+            ("tables_validated".to_string(), s.tables_validated),
+            ("tables_released".to_string(), s.tables_released),
+            ("retype_flushes".to_string(), s.retype_flushes),
+        ];
+        v.extend(s.rejections().filter(|(_, n)| *n > 0).map(|(r, n)| (format!("rejected_{}", r.name()), n)));
+        v
     }
 
     /// The guest's RAM.
@@ -142,6 +184,12 @@ impl PvDomain {
         if gpa % 4096 != 0 || !is_ram(&self.ram, gpa, 4096) {
             return Err(MsrRefused::BadAddress);
         }
+        // The page may be mapped read-only (and executed), never writable
+        // nor used as a page table; a frame already mapped writable cannot
+        // become it.
+        if self.set_frame_class(gpa >> 12, FrameClass::ReadOnly).is_err() {
+            return Err(MsrRefused::BadAddress);
+        }
         let mut page = [0xccu8; 4096];
         for nr in 0..STUB_COUNT {
             page[nr * STUB_SIZE..(nr + 1) * STUB_SIZE].copy_from_slice(&pvabi::hypercall::stub(nr as u32));
@@ -150,4 +198,26 @@ impl PvDomain {
         *self.hypercall_page.lock().unwrap_or_else(|p| p.into_inner()) = Some(gpa);
         Ok(())
     }
+}
+
+/// The frame table of a domain with `ram`: frames in holes are absent, the
+/// boot area below 1 MiB (boot structures, start info, ACPI tables) can be
+/// mapped read-only only. On kvm_pvm every present entry must carry the
+/// U/S bit, or the vCPU livelocks on page faults.
+fn frame_table(ram: &[RamRange], vcpus: usize, pvm: bool) -> Result<FrameTable, pvmm::Error> {
+    let end = ram.iter().map(RamRange::end).max().unwrap_or(0);
+    let mut config = pvmm::Config::new(end / 4096, vcpus);
+    if pvm {
+        config.required_bits = pvmm::PTE_US;
+    }
+    let mut t = FrameTable::new(config)?;
+    let mut at = 0;
+    for r in ram {
+        if r.gpa > at {
+            t.set_frame_class_range(Gfn(at / 4096), (r.gpa - at) / 4096, FrameClass::Absent)?;
+        }
+        at = r.end();
+    }
+    t.set_frame_class_range(Gfn(0), pvabi::boot::LOAD_MIN / 4096, FrameClass::ReadOnly)?;
+    Ok(t)
 }

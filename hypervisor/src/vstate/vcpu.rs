@@ -18,7 +18,7 @@ use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 use super::regs::RegisterDump;
 use crate::boot::{self, EntryState};
 use crate::devices::{Bus, BusRequest};
-use crate::pv::hypercall::{self, Balloon, CallContext, Effect};
+use crate::pv::hypercall::{self, Balloon, CallContext, Effect, VcpuControl};
 use crate::pv::PvDomain;
 
 /// A vCPU could not be created or set up.
@@ -205,6 +205,31 @@ pub struct VcpuShared {
     pub stop: Arc<AtomicBool>,
 }
 
+/// The calling vCPU's registers, for hypercalls that change them. KVM has
+/// no ioctl to flush a vCPU's TLB; loading control registers that differ
+/// from the current ones resets its MMU context, which flushes it, so the
+/// flush writes CR4 with PGE toggled and then the original value.
+struct FdControl<'a>(&'a VcpuFd);
+
+impl VcpuControl for FdControl<'_> {
+    fn flush_tlb(&mut self) {
+        const CR4_PGE: u64 = 1 << 7;
+        let Ok(mut s) = self.0.get_sregs() else { return };
+        let original = s.cr4;
+        s.cr4 ^= CR4_PGE;
+        let _ = self.0.set_sregs(&s);
+        s.cr4 = original;
+        let _ = self.0.set_sregs(&s);
+    }
+
+    fn set_cr3(&mut self, cr3: u64) {
+        if let Ok(mut s) = self.0.get_sregs() {
+            s.cr3 = cr3;
+            let _ = self.0.set_sregs(&s);
+        }
+    }
+}
+
 /// One vCPU of a domain.
 pub struct Vcpu {
     index: u32,
@@ -341,6 +366,8 @@ impl Vcpu {
         IMMEDIATE_EXIT.with(|p| p.set(immediate_exit));
         let end = self.run_loop(shared);
         IMMEDIATE_EXIT.with(|p| p.set(std::ptr::null_mut()));
+        // It runs no guest code any more: TLB flushes need not wait for it.
+        shared.pv.shootdown.retire(self.index as usize);
         end
     }
 
@@ -354,6 +381,12 @@ impl Vcpu {
         loop {
             if shared.stop.load(Ordering::Acquire) {
                 return VcpuEnd::Stopped;
+            }
+            // Another vCPU changed a page table's type and asked every vCPU
+            // to drop stale translations before running guest code again.
+            if let Some(g) = shared.pv.shootdown.pending(self.index as usize) {
+                FdControl(&self.fd).flush_tlb();
+                shared.pv.shootdown.ack(self.index as usize, g);
             }
             let next = match self.fd.run() {
                 Ok(VcpuExit::IoIn(..)) | Ok(VcpuExit::IoOut(..)) => Next::Io,
@@ -456,8 +489,9 @@ impl Vcpu {
     fn hypercall(&mut self, shared: &VcpuShared, nr: u32) -> Option<VcpuEnd> {
         self.counters.hypercalls.fetch_add(1, Ordering::Relaxed);
         let r = self.fd.sync_regs().regs;
-        let ctx = CallContext { pv: &shared.pv, balloon: &shared.balloon };
-        let out = hypercall::dispatch(&ctx, nr, [r.rdi, r.rsi, r.rdx, r.r10, r.r8]);
+        let mut cpu = FdControl(&self.fd);
+        let mut ctx = CallContext { pv: &shared.pv, balloon: &shared.balloon, vcpu: self.index as usize, cpu: &mut cpu };
+        let out = hypercall::dispatch(&mut ctx, nr, [r.rdi, r.rsi, r.rdx, r.r10, r.r8]);
         self.fd.sync_regs_mut().regs.rax = out.result as u64;
         self.fd.set_sync_dirty_reg(SyncReg::Register);
         match out.effect {
