@@ -376,6 +376,7 @@ typedef int64_t  spv_s64;
 #define SPV_ERRNO_EBUSY		16	/* busy */
 #define SPV_ERRNO_EINVAL	22	/* invalid argument */
 #define SPV_ERRNO_ENOSYS	38	/* no such hypercall (or command) */
+#define SPV_ERRNO_EOVERFLOW	75	/* a reference count would overflow */
 
 /* ------------------------------------------------------------------------
  * version: SPV_HYPERCALL_VERSION commands.

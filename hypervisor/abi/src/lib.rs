@@ -424,6 +424,8 @@ pub mod errno {
     pub const EINVAL: i64 = 22;
     /// No such hypercall (or command).
     pub const ENOSYS: i64 = 38;
+    /// A reference count would overflow.
+    pub const EOVERFLOW: i64 = 75;
 }
 
 /// `VERSION` commands.

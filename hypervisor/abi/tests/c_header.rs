@@ -145,6 +145,7 @@ fn rust_constants() -> Vec<(&'static str, i128)> {
         c!(pvabi::errno::EBUSY),
         c!(pvabi::errno::EINVAL),
         c!(pvabi::errno::ENOSYS),
+        c!(pvabi::errno::EOVERFLOW),
         c!(pvabi::version::VERSION),
         c!(pvabi::version::EXTRAVERSION),
         c!(pvabi::version::EXTRAVERSION_LEN),

@@ -568,3 +568,25 @@ mod tests {
         assert_eq!(pv.hypercall_page(), Some(0x90_0000));
     }
 }
+
+#[cfg(test)]
+mod errno_tests {
+    /// The validator's errnos are the ABI's: a guest reads them from RAX.
+    #[test]
+    fn validator_errnos_are_abi_errnos() {
+        use pvabi::errno as abi;
+        use pvmm::errno as mm;
+        for (m, a) in [
+            (mm::EINVAL, abi::EINVAL),
+            (mm::EPERM, abi::EPERM),
+            (mm::EBUSY, abi::EBUSY),
+            (mm::ENOSYS, abi::ENOSYS),
+            (mm::E2BIG, abi::E2BIG),
+            (mm::EFAULT, abi::EFAULT),
+            (mm::EOVERFLOW, abi::EOVERFLOW),
+            (mm::ENOMEM, abi::ENOMEM),
+        ] {
+            assert_eq!(i64::from(m), a);
+        }
+    }
+}
