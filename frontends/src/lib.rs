@@ -16,7 +16,8 @@
 /// `workload=invalid-opcode`, `workload=unbacked-mmio`,
 /// `workload=page-fault`, `workload=smp`, or one of the PV workloads that
 /// exercise the hypercall interface: `workload=pv-basic`, `pv-hostile`,
-/// `pv-console`, `pv-poweroff`, `pv-reboot`, `pv-crash`. It reports on
+/// `pv-console`, `pv-poweroff`, `pv-reboot`, `pv-crash`, and the direct
+/// paging workloads `pv-paging` and `pv-paging-hostile`. It reports on
 /// COM1 (`pv-console`: through the `console_io` hypercall) and ends the
 /// domain through `pvabi::ports::DEBUG_EXIT` (the last three: through
 /// `sched_op(SHUTDOWN)`).

@@ -380,7 +380,14 @@ impl Domain {
             PvConsole::new(sink),
             config.vcpus as usize,
             backend == HostBackend::Pvm,
-        ));
+        )
+        .with_shadow_sync(if backend == HostBackend::Pvm {
+            // The slot number after the RAM slots.
+            let slot = ram.ranges().len() as u32;
+            Some(crate::pv::mmu::ShadowSync::new(vm.dup_fd().map_err(DomainError::EventFd)?, slot).map_err(DomainError::EventFd)?)
+        } else {
+            None
+        }));
         let supported = vm.supported_cpuid()?;
         let mut vcpus = Vec::with_capacity(config.vcpus as usize);
         let mut stats = Vec::with_capacity(config.vcpus as usize);

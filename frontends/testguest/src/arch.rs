@@ -72,6 +72,15 @@ pub fn read_cr2() -> u64 {
     value
 }
 
+/// Reads CR3: the physical address of the current top-level page table
+/// (plus flag bits, zero in this guest).
+pub fn read_cr3() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR3 has no side effects; the guest runs at CPL 0.
+    unsafe { asm!("mov {}, cr3", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
 /// Loads CR3 with a new top-level page table.
 ///
 /// # Safety

@@ -24,10 +24,12 @@ pub enum Workload {
     PvPoweroff,
     PvReboot,
     PvCrash,
+    PvPaging,
+    PvPagingHostile,
 }
 
 impl Workload {
-    const ALL: [(&'static str, Workload); 13] = [
+    const ALL: [(&'static str, Workload); 15] = [
         ("banner", Workload::Banner),
         ("compute", Workload::Compute),
         ("triple-fault", Workload::TripleFault),
@@ -41,6 +43,8 @@ impl Workload {
         ("pv-poweroff", Workload::PvPoweroff),
         ("pv-reboot", Workload::PvReboot),
         ("pv-crash", Workload::PvCrash),
+        ("pv-paging", Workload::PvPaging),
+        ("pv-paging-hostile", Workload::PvPagingHostile),
     ];
 
     fn from_name(name: &[u8]) -> Option<Workload> {

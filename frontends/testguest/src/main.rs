@@ -14,6 +14,7 @@
 mod arch;
 mod cmdline;
 mod console;
+mod directpaging;
 mod entry;
 mod hypercall;
 mod mem;
@@ -339,6 +340,8 @@ fn run_workload(workload: Workload, iterations: u64, boot: &BootParameters) -> !
         Workload::PvPoweroff => pv::shutdown(sched::REASON_POWEROFF),
         Workload::PvReboot => pv::shutdown(sched::REASON_REBOOT),
         Workload::PvCrash => pv::shutdown(sched::REASON_CRASH),
+        Workload::PvPaging => directpaging::workload(boot),
+        Workload::PvPagingHostile => directpaging::hostile(boot),
     }
 }
 

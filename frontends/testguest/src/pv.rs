@@ -35,8 +35,9 @@ const PAGE_SIZE: u64 = 4096;
 /// The ABI version `version(VERSION)` must return.
 const ABI_VERSION: u64 = (pvabi::ABI_VERSION_MAJOR as u64) << 16 | pvabi::ABI_VERSION_MINOR as u64;
 
-/// Counts checks and prints their lines.
-struct Checks {
+/// Counts checks and prints their lines, `testguest: <topic>: ...`.
+pub(crate) struct Checks {
+    topic: &'static str,
     workload: &'static str,
     run: u32,
     failed: u32,
@@ -44,33 +45,45 @@ struct Checks {
 
 impl Checks {
     fn new(workload: &'static str) -> Checks {
-        Checks { workload, run: 0, failed: 0 }
+        Checks::with_topic("pv", workload)
+    }
+
+    /// Checks whose lines start with `testguest: <topic>: `.
+    pub(crate) fn with_topic(topic: &'static str, workload: &'static str) -> Checks {
+        Checks { topic, workload, run: 0, failed: 0 }
     }
 
     /// A check decided by the caller: prints `check = got ok`, or what was
     /// expected instead.
-    fn verdict(&mut self, check: impl Display, ok: bool, expected: impl Display, got: impl Display) {
+    pub(crate) fn verdict(&mut self, check: impl Display, ok: bool, expected: impl Display, got: impl Display) {
         self.run += 1;
+        let topic = self.topic;
         if ok {
-            println!("testguest: pv: {check} = {got} ok");
+            println!("testguest: {topic}: {check} = {got} ok");
         } else {
             self.failed += 1;
-            println!("testguest: pv: {check} FAILED: expected {expected} got {got}");
+            println!("testguest: {topic}: {check} FAILED: expected {expected} got {got}");
         }
     }
 
+    /// How many checks failed so far.
+    pub(crate) fn failed(&self) -> u32 {
+        self.failed
+    }
+
     /// A hypercall result that must equal `expected`.
-    fn result(&mut self, check: impl Display, expected: HcResult, got: HcResult) {
+    pub(crate) fn result(&mut self, check: impl Display, expected: HcResult, got: HcResult) {
         self.verdict(check, got == expected, Shown(expected), Shown(got))
     }
 
     /// Prints the summary and ends the domain: SUCCESS iff all passed.
-    fn finish(&self) -> ! {
+    pub(crate) fn finish(&self) -> ! {
+        let topic = self.topic;
         if self.failed == 0 {
-            println!("testguest: pv: {}: all {} checks passed", self.workload, self.run);
+            println!("testguest: {topic}: {}: all {} checks passed", self.workload, self.run);
             exit(exit_status::SUCCESS)
         } else {
-            println!("testguest: pv: {}: {} of {} checks FAILED", self.workload, self.failed, self.run);
+            println!("testguest: {topic}: {}: {} of {} checks FAILED", self.workload, self.failed, self.run);
             exit(exit_status::FAILURE)
         }
     }
@@ -78,7 +91,7 @@ impl Checks {
 
 /// Displays a hypercall result: the value, or `-ENAME`.
 #[derive(Clone, Copy)]
-struct Shown(HcResult);
+pub(crate) struct Shown(pub(crate) HcResult);
 
 impl Display for Shown {
     fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -117,7 +130,7 @@ impl Display for MapEntries<'_> {
 
 /// Installs the hypercall page as the first check; without it nothing
 /// else can run, so a failure ends the workload.
-fn install(checks: &mut Checks) -> Hypercalls {
+pub(crate) fn install(checks: &mut Checks) -> Hypercalls {
     match hypercall::install() {
         Ok(hypercalls) => {
             checks.verdict("hypercall page installed, its MSR reads back", true, "", format_args!("{:#x}", hypercalls.page()));

@@ -11,7 +11,9 @@
 //! returning through `iretq` with an edited frame:
 //! - [`try_wrmsr`]: a #GP raised by one known WRMSR instruction continues
 //!   after it, so the guest can check that the hypervisor refuses an MSR
-//!   write;
+//!   write; [`try_read_u64`] and [`try_write_u64`] do the same for a #PF
+//!   raised by one known load or store, so the guest can check what its
+//!   page tables allow;
 //! - [`run_in_user_mode`]: any exception raised at CPL 3 returns to the
 //!   kernel context saved when user mode was entered (longjmp-style), so
 //!   the guest can check what user code may not do.
@@ -34,6 +36,8 @@ use crate::sync::RacyCell;
 const EXCEPTION_VECTORS: usize = 32;
 /// The #GP vector.
 pub const VECTOR_GP: u8 = 13;
+/// The #PF vector.
+pub const VECTOR_PF: u8 = 14;
 
 /// Kernel code selector (the boot GDT's, kept in ours).
 const KERNEL_CS: u16 = 0x08;
@@ -329,6 +333,8 @@ pub struct CaughtFault {
     pub rflags: u64,
     /// RAX at that point.
     pub rax: u64,
+    /// CR2 (the faulting address) for a #PF, 0 for other vectors.
+    pub cr2: u64,
 }
 
 impl core::fmt::Display for CaughtFault {
@@ -387,6 +393,10 @@ fn own_slot() -> (usize, *mut FaultSlot) {
 // A #GP it raises resumes at `testguest_wrmsr_probe_resume` (see
 // `try_wrmsr`); all registers it changes are caller-saved.
 //
+// `testguest_read_probe(address) -> u64` and `testguest_write_probe(address,
+// value)`: one 8-byte load or store at a known address; a #PF it raises
+// resumes at the `ret` after it (RAX is then meaningless).
+//
 // `testguest_enter_user(rip, rsp, kernel_rsp: *mut u64, tss_rsp0: *mut u64)`:
 // saves the callee-saved registers on the kernel stack, stores the stack
 // pointer both in `*kernel_rsp` (where the exception handler resumes the
@@ -407,6 +417,24 @@ global_asm!(
     "    wrmsr",
     ".global testguest_wrmsr_probe_resume",
     "testguest_wrmsr_probe_resume:",
+    "    ret",
+    "",
+    ".global testguest_read_probe",
+    "testguest_read_probe:",
+    ".global testguest_read_probe_insn",
+    "testguest_read_probe_insn:",
+    "    mov rax, [rdi]",
+    ".global testguest_read_probe_resume",
+    "testguest_read_probe_resume:",
+    "    ret",
+    "",
+    ".global testguest_write_probe",
+    "testguest_write_probe:",
+    ".global testguest_write_probe_insn",
+    "testguest_write_probe_insn:",
+    "    mov [rdi], rsi",
+    ".global testguest_write_probe_resume",
+    "testguest_write_probe_resume:",
     "    ret",
     "",
     ".global testguest_enter_user",
@@ -444,6 +472,12 @@ extern "C" {
     fn testguest_wrmsr_probe(msr: u32, value: u64);
     static testguest_wrmsr_probe_insn: u8;
     static testguest_wrmsr_probe_resume: u8;
+    fn testguest_read_probe(address: u64) -> u64;
+    static testguest_read_probe_insn: u8;
+    static testguest_read_probe_resume: u8;
+    fn testguest_write_probe(address: u64, value: u64);
+    static testguest_write_probe_insn: u8;
+    static testguest_write_probe_resume: u8;
     fn testguest_enter_user(rip: u64, rsp: u64, kernel_rsp: *mut u64, tss_rsp0: *mut u64);
     static testguest_user_return: u8;
 }
@@ -455,24 +489,64 @@ extern "C" {
 /// If the write succeeds it must be harmless: the caller answers for the
 /// MSR's effect, as for any WRMSR.
 pub unsafe fn try_wrmsr(msr: u32, value: u64) -> Result<(), CaughtFault> {
-    let (_, slot) = own_slot();
     let rip = &raw const testguest_wrmsr_probe_insn as u64;
     let resume = &raw const testguest_wrmsr_probe_resume as u64;
-    // SAFETY: the slot is this vCPU's own, and no exception handler runs
-    // on this vCPU right now.
-    unsafe { *slot = FaultSlot { kernel_rsp: 0, recovery: Recovery::Skip { vector: VECTOR_GP, rip, resume }, caught: None } };
     // SAFETY: the caller answers for the MSR write; a #GP from it resumes
     // at the probe's `ret` with all registers but the caller-saved ones it
-    // uses intact. The compiler treats the extern call as reading and
-    // writing the slot (a static), so the stores above happen before it
-    // and the loads below after.
-    unsafe { testguest_wrmsr_probe(msr, value) };
+    // uses intact.
+    unsafe { with_skip(VECTOR_GP, rip, resume, || testguest_wrmsr_probe(msr, value)) }
+}
+
+/// Reads the u64 at `address`; a #PF the load raises is caught and
+/// returned (with CR2) instead of ending the domain.
+///
+/// # Safety
+/// If `address` is mapped, reading 8 bytes there must be harmless (no
+/// device memory with read side effects).
+pub unsafe fn try_read_u64(address: u64) -> Result<u64, CaughtFault> {
+    let rip = &raw const testguest_read_probe_insn as u64;
+    let resume = &raw const testguest_read_probe_resume as u64;
+    // SAFETY: the caller answers for the load; a #PF from it resumes at the
+    // probe's `ret`, which only RAX (the meaningless result) differs for.
+    unsafe { with_skip(VECTOR_PF, rip, resume, || testguest_read_probe(address)) }
+}
+
+/// Writes `value` to the u64 at `address`; a #PF the store raises is
+/// caught and returned (with CR2) instead of ending the domain.
+///
+/// # Safety
+/// If the store succeeds it must be harmless: the caller answers for what
+/// lives at `address` (for example by writing the value already there).
+pub unsafe fn try_write_u64(address: u64, value: u64) -> Result<(), CaughtFault> {
+    let rip = &raw const testguest_write_probe_insn as u64;
+    let resume = &raw const testguest_write_probe_resume as u64;
+    // SAFETY: the caller answers for the store; a #PF from it resumes at
+    // the probe's `ret`.
+    unsafe { with_skip(VECTOR_PF, rip, resume, || testguest_write_probe(address, value)) }
+}
+
+/// Runs `probe` with this vCPU's slot armed so that exception `vector`
+/// raised at CPL 0 by the instruction at `rip` continues at `resume`.
+///
+/// # Safety
+/// `probe` must call one of the assembly probes above, whose instruction
+/// at `rip` is followed by `resume` and which clobbers only caller-saved
+/// registers either way.
+unsafe fn with_skip<R>(vector: u8, rip: u64, resume: u64, probe: impl FnOnce() -> R) -> Result<R, CaughtFault> {
+    let (_, slot) = own_slot();
+    // SAFETY: the slot is this vCPU's own, and no exception handler runs
+    // on this vCPU right now.
+    unsafe { *slot = FaultSlot { kernel_rsp: 0, recovery: Recovery::Skip { vector, rip, resume }, caught: None } };
+    // The probe is an extern call, which the compiler treats as reading
+    // and writing the slot (a static), so the stores above happen before
+    // it and the loads below after.
+    let result = probe();
     // SAFETY: as above; the handler is done with the slot.
     let caught = unsafe {
         (*slot).recovery = Recovery::Fatal;
         (*slot).caught.take()
     };
-    caught.map_or(Ok(()), Err)
+    caught.map_or(Ok(result), Err)
 }
 
 /// Runs code at CPL 3 from `rip` with the stack pointer `rsp` until it
@@ -570,6 +644,9 @@ fn recover(frame: &mut ExceptionFrame) -> bool {
             cs: frame.cs,
             rflags: frame.rflags,
             rax: frame.rax,
+            // Read only for #PF: on kvm_pvm `mov cr2` is emulated, and no
+            // other vector sets it.
+            cr2: if frame.vector == u64::from(VECTOR_PF) { arch::read_cr2() } else { 0 },
         });
     slot.recovery = Recovery::Fatal;
     frame.rip = rip;

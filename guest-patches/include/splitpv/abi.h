@@ -283,6 +283,8 @@ typedef int64_t  spv_s64;
  * touches it to check that unbacked accesses are refused.
  */
 #define SPV_LAYOUT_UNBACKED_MMIO_PROBE	SPV_ULL(0xD0000000)
+/* A page the hypervisor maps for a moment on kvm_pvm to resync KVM's shadow page tables; guests must not use it. */
+#define SPV_LAYOUT_SHADOW_SYNC_GPA	SPV_ULL(0xDFFFF000)
 
 /* ------------------------------------------------------------------------
  * hypercall: how a guest calls the hypervisor.

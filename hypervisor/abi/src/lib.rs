@@ -301,6 +301,10 @@ pub mod layout {
     /// An address inside the MMIO hole where no device ever lives; the test
     /// guest touches it to check that unbacked accesses are refused.
     pub const UNBACKED_MMIO_PROBE: u64 = 0xD000_0000;
+    /// A page in the MMIO hole the hypervisor maps and unmaps for a moment
+    /// on kvm_pvm hosts to make KVM drop its shadow page tables (see the
+    /// hypervisor's `pv::mmu::ShadowSync`). Guests must not use it.
+    pub const SHADOW_SYNC_GPA: u64 = 0xDFFF_F000;
 }
 
 /// Hypercalls: how a guest calls the hypervisor, their numbers, argument

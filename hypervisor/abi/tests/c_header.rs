@@ -123,6 +123,7 @@ fn rust_constants() -> Vec<(&'static str, i128)> {
         c!(pvabi::layout::MMIO_HOLE_START),
         c!(pvabi::layout::MMIO_HOLE_END),
         c!(pvabi::layout::UNBACKED_MMIO_PROBE),
+        c!(pvabi::layout::SHADOW_SYNC_GPA),
         c!(pvabi::hypercall::MSR_HYPERCALL_PAGE),
         c!(pvabi::hypercall::HYPERCALL_PORT),
         c!(pvabi::hypercall::STUB_SIZE),

@@ -321,6 +321,11 @@ fn paging(ctx: &mut CallContext<'_>, nr: u32, args: [u64; 5]) -> Outcome {
     if domid != u64::from(pvabi::DOMID_SELF) {
         return Outcome::err(pvabi::errno::EPERM);
     }
+    // Check where the count goes before doing anything: a batch must not
+    // be applied and then reported as failed.
+    if done_ptr != 0 && !in_ram(ctx.pv, done_ptr, 4) {
+        return Outcome::err(EFAULT);
+    }
     let (pv, vcpu) = (ctx.pv, ctx.vcpu);
     // Another vCPU holding the table may be waiting for this one to flush
     // its TLB: keep answering while waiting for the lock.
@@ -350,6 +355,12 @@ fn paging(ctx: &mut CallContext<'_>, nr: u32, args: [u64; 5]) -> Outcome {
     drop(mem);
     drop(table);
     let e = out.effects;
+    // A shadow MMU never saw our writes to the guest's tables: make it
+    // re-read them before any vCPU runs on stale shadow entries.
+    let changed = out.done > 0 || e.flush_all != pvmm::Flush::None || e.flush_local != pvmm::Flush::None || e.new_base.is_some();
+    if let (Some(shadow), true) = (&pv.shadow, changed) {
+        shadow.zap();
+    }
     if e.flush_all != pvmm::Flush::None {
         flush_all();
     } else if e.flush_local != pvmm::Flush::None {

@@ -68,6 +68,70 @@ impl PageTableMemory for GuestTables<'_> {
     }
 }
 
+mod ioctls {
+    #![allow(missing_docs)]
+    use vmm_sys_util::{ioctl_ioc_nr, ioctl_iow_nr};
+    #[allow(unused_imports)]
+    use ioctl_ioc_nr as _;
+    // include/uapi/linux/kvm.h: _IOW(KVMIO, 0x46, struct kvm_userspace_memory_region).
+    ioctl_iow_nr!(KVM_SET_USER_MEMORY_REGION, kvm_bindings::KVMIO, 0x46, kvm_bindings::kvm_userspace_memory_region);
+}
+
+/// Makes a shadow-paging KVM (kvm_pvm) forget what it derived from the
+/// guest's page tables.
+///
+/// A shadow MMU learns of page-table changes by write-protecting the
+/// guest's own mappings of its tables; our validated writes go through the
+/// hypervisor's mapping of guest memory, which it never sees, and a TLB
+/// flush (a CR3 or CR4 reload) does not make it re-read tables it believes
+/// unchanged (measured: a stale writable translation survived INVLPG, a CR3
+/// reload and every flush hypercall). Deleting a memory slot makes x86 KVM
+/// zap every shadow page of the VM (KVM_X86_QUIRK_SLOT_ZAP_ALL, on by
+/// default), so after a batch that changed entries the hypervisor adds and
+/// deletes a one-page slot of its own at [`pvabi::layout::SHADOW_SYNC_GPA`],
+/// in the MMIO hole where the guest has nothing. Every later access
+/// re-reads the guest's tables. Costly (the guest refaults its mappings),
+/// but only on kvm_pvm: with EPT/NPT the hardware walks the guest's tables
+/// itself and a TLB flush suffices.
+pub struct ShadowSync {
+    vm: std::fs::File,
+    page: vm_memory::MmapRegion,
+    slot: u32,
+}
+
+impl ShadowSync {
+    /// For the VM behind `vm` (a duplicate of the VM file descriptor),
+    /// using memory slot `slot`, which nothing else uses.
+    pub fn new(vm: std::fs::File, slot: u32) -> std::io::Result<ShadowSync> {
+        let page = vm_memory::MmapRegion::new(4096).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(ShadowSync { vm, page, slot })
+    }
+
+    fn set_slot(&self, size: u64) -> i32 {
+        let region = kvm_bindings::kvm_userspace_memory_region {
+            slot: self.slot,
+            flags: 0,
+            guest_phys_addr: pvabi::layout::SHADOW_SYNC_GPA,
+            memory_size: size,
+            userspace_addr: self.page.as_ptr() as u64,
+        };
+        // SAFETY: the region describes one page we own (`self.page`, alive
+        // as long as `self`), at a guest-physical address no other slot
+        // uses; size 0 deletes the slot again.
+        unsafe { vmm_sys_util::ioctl::ioctl_with_ref(&self.vm, ioctls::KVM_SET_USER_MEMORY_REGION(), &region) }
+    }
+
+    /// Drops every shadow page KVM holds for the VM.
+    pub fn zap(&self) {
+        if self.set_slot(4096) < 0 || self.set_slot(0) < 0 {
+            tracing::warn!(
+                "resyncing KVM's shadow page tables failed: {}; stale translations may survive a page-table update",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 /// How long a vCPU waits for the others to flush before it reports them.
 const SHOOTDOWN_PATIENCE: Duration = Duration::from_secs(2);
 

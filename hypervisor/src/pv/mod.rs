@@ -76,6 +76,8 @@ pub struct PvDomain {
     pub frames: Option<Mutex<FrameTable>>,
     /// Cross-vCPU TLB flushes.
     pub shootdown: TlbShootdown,
+    /// On a shadow-paging KVM: how to make it re-read the guest's tables.
+    pub shadow: Option<mmu::ShadowSync>,
     /// The console behind `console_io`.
     pub console: PvConsole,
     /// Hypercall counters.
@@ -108,7 +110,24 @@ impl PvDomain {
             }
         };
         let shootdown = TlbShootdown::new(vcpus, crate::vstate::vcpu::kick_signal());
-        PvDomain { memory, memfd, ram, memory_map, hypercall_page: Mutex::new(None), frames, shootdown, console, counters: HypercallCounters::default() }
+        PvDomain {
+            memory,
+            memfd,
+            ram,
+            memory_map,
+            hypercall_page: Mutex::new(None),
+            frames,
+            shootdown,
+            shadow: None,
+            console,
+            counters: HypercallCounters::default(),
+        }
+    }
+
+    /// Uses `shadow` to resync a shadow-paging KVM after page-table writes.
+    pub fn with_shadow_sync(mut self, shadow: Option<mmu::ShadowSync>) -> PvDomain {
+        self.shadow = shadow;
+        self
     }
 
     /// Changes the class of frame `gfn` in the frame table, if there is one.

@@ -98,6 +98,16 @@ impl Vm {
         &self.fd
     }
 
+    /// A duplicate of the VM file descriptor, for VM-wide ioctls from
+    /// another owner.
+    pub fn dup_fd(&self) -> std::io::Result<std::fs::File> {
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        // SAFETY: the VM file descriptor stays open for the borrow, which
+        // only lives for the duplication below.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd.as_raw_fd()) };
+        Ok(std::fs::File::from(fd.try_clone_to_owned()?))
+    }
+
     /// The /dev/kvm handle.
     pub fn kvm(&self) -> &Kvm {
         &self.kvm

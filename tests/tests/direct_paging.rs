@@ -1,0 +1,240 @@
+//! Direct paging (`mmu_update` / `mmuext_op`) exercised from inside the
+//! freestanding test guest (its `pv-paging` and `pv-paging-hostile`
+//! workloads, frontends/testguest/src/directpaging.rs): the guest builds
+//! and switches to an address space the hypervisor validated, then uses
+//! it, or makes requests that must be refused. Each workload checks the
+//! results itself and prints one line per check; these tests check its
+//! verdict, its lines, and what the hypervisor's frame table counted
+//! (`--stats`, the `direct paging:` line).
+
+use std::collections::BTreeMap;
+
+use systests::{host_is_pvm, kvm_usable, run_testguest, GuestRun};
+
+macro_rules! require_kvm {
+    () => {
+        if !kvm_usable() {
+            eprintln!("skipped: /dev/kvm is not usable on this host");
+            return;
+        }
+    };
+}
+
+/// `name=N` pairs of the `--stats` line starting with `prefix`.
+fn counters(r: &GuestRun, prefix: &str) -> BTreeMap<String, u64> {
+    let line = r
+        .messages
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("--stats prints a {prefix:?} line\n{}", r.explain()));
+    line.split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, n)| (name.to_string(), n.parse().unwrap_or_else(|_| panic!("count {n:?} of {name}"))))
+        .collect()
+}
+
+/// The frame table's rejections by reason, without the `rejected_`
+/// prefix.
+fn rejections(paging: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    paging.iter().filter_map(|(name, n)| name.strip_prefix("rejected_").map(|reason| (reason.to_string(), *n))).collect()
+}
+
+/// Asserts that each of `lines` starts a console line that passed.
+fn assert_ok_lines(r: &GuestRun, lines: &[&str]) {
+    for line in lines {
+        assert!(
+            r.console.lines().any(|l| l.starts_with(line) && l.ends_with(" ok")),
+            "expected a line {line:?}... ok\n{}",
+            r.explain()
+        );
+    }
+}
+
+/// Asserts the verdict: exit status 0, no failed check, `count` ok lines
+/// and the summary.
+fn assert_all_passed(r: &GuestRun, workload: &str, count: usize) {
+    let failed: Vec<&str> = r.console.lines().filter(|l| l.contains("FAILED")).collect();
+    assert!(failed.is_empty(), "failed checks:\n{}\n\n{}", failed.join("\n"), r.explain());
+    let summary = format!("testguest: paging: {workload}: all {count} checks passed");
+    assert!(r.console.contains(&summary), "expected {summary:?}\n{}", r.explain());
+    let ok_lines = r.console.lines().filter(|l| l.starts_with("testguest: paging: ") && l.ends_with(" ok")).count();
+    assert_eq!(ok_lines, count, "one ok line per check\n{}", r.explain());
+    assert_eq!(r.code, Some(0), "{}", r.explain());
+    assert!(r.messages.contains("the guest exited with status 0"), "{}", r.explain());
+}
+
+/// On kvm_pvm the guest must run natively (see tests/pv.rs): what KVM
+/// emulates is the port I/O of the console and the hypercalls.
+fn assert_native_on_pvm(r: &GuestRun) {
+    if host_is_pvm() {
+        let emulated = r.kvm_stat_total("insn_emulation").expect("--stats prints insn_emulation");
+        assert!(r.console.contains("native: VIF registered"), "{}", r.explain());
+        assert!(emulated < 10_000, "the guest must run natively on kvm_pvm: insn_emulation={emulated}\n{}", r.explain());
+    }
+}
+
+/// Lines both workloads print while building and loading the new address
+/// space.
+const BUILD_LINES: &[&str] = &[
+    "testguest: paging: CPUID announces DIRECT_PAGING = set",
+    // One L1 per 2 MiB region of the image.
+    "testguest: paging: pin the identity L1s (",
+    "testguest: paging: pin the identity L2, L3 and L4 (written directly) = 0, done 3",
+    "testguest: paging: pin the window's empty L1, L2 and L3 = 0, done 3",
+    "testguest: paging: link the window's tables with mmu_update = 0, done 3",
+    "testguest: paging: L4 entry 160 reads back = 0x",
+    "testguest: paging: pin a second L4 sharing the identity L3 = 0, done 1",
+    "testguest: paging: NEW_BASEPTR to the new L4 = 0, done 1",
+    "testguest: paging: CR3 is the new L4, execution continues = 0x",
+];
+
+#[test]
+fn pv_paging_builds_loads_and_uses_a_validated_address_space() {
+    require_kvm!();
+    let r = run_testguest("workload=pv-paging", &["--stats", "--mem", "64"]);
+    assert_ok_lines(&r, BUILD_LINES);
+    assert_ok_lines(
+        &r,
+        &[
+            "testguest: paging: a direct write to the L4 faults = #PF (error code 0x3)",
+            "testguest: paging: map data page 0x",
+            "testguest: paging: a write through the window reads back through the identity map = no fault (written) then 0x5aa50f0fdeadbeef",
+            "testguest: paging: the CPU set A and D in the window's L1 entry = 0x",
+            "testguest: paging: MMU_PT_UPDATE_PRESERVE_AD adding a software bit = 0, done 1",
+            "testguest: paging: the entry has the new bit and kept A and D = 0x",
+            "testguest: paging: the normal update replaced A and D = 0x",
+            "testguest: paging: unmap the window page (entry 0) = 0, done 1",
+            "testguest: paging: INVLPG_LOCAL of the window = 0, done 1",
+            "testguest: paging: TLB_FLUSH_LOCAL and TLB_FLUSH_ALL = 0, done 2",
+            "testguest: paging: NEW_BASEPTR to the second L4 = 0, done 1",
+            "testguest: paging: in the second address space CR3 follows and the window faults = cr3=0x",
+            "testguest: paging: NEW_BASEPTR back to the first L4 = 0, done 1",
+            "testguest: paging: back in the first address space the window maps again = cr3=0x",
+            "testguest: paging: unpin the second L4 = 0, done 1",
+            "testguest: paging: mmu_update on the unpinned second L4 (released) = -EINVAL, done 0",
+            "testguest: paging: unpin all ",
+            "testguest: paging: the base pointer keeps them validated: mmu_update on the window's L1, read through it = 0, done 1",
+        ],
+    );
+    // The TLB coherence checks: after mmu_update removed or changed a
+    // mapping and the guest asked for a flush, the old translation must be
+    // gone.
+    assert_ok_lines(
+        &r,
+        &[
+            "testguest: paging: reading the unmapped window faults = #PF (error code 0x0)",
+            "testguest: paging: the read-only window reads and refuses writes = no fault (0xa55af0f021524110), then #PF (error code 0x3)",
+        ],
+    );
+    assert_all_passed(&r, "pv-paging", 32);
+
+    let paging = counters(&r, "direct paging:");
+    // Updates: three window links, five window entries, one after the
+    // unpins. Tables: the identity L1s (at least one), L2, L3, L4, the
+    // window's three, the second L4; released: the second L4.
+    assert_eq!(paging.get("updates_applied"), Some(&9), "{paging:?}\n{}", r.explain());
+    assert!(paging.get("tables_validated").is_some_and(|&n| n >= 8), "{paging:?}\n{}", r.explain());
+    assert_eq!(paging.get("tables_released"), Some(&1), "{paging:?}\n{}", r.explain());
+    assert!(paging.get("ext_ops_done").is_some_and(|&n| n > 0), "{paging:?}\n{}", r.explain());
+    // The one refusal is on purpose: the released L4.
+    assert_eq!(rejections(&paging), BTreeMap::from([("not_page_table".to_string(), 1)]), "{}", r.explain());
+    let calls = counters(&r, "hypercalls:");
+    assert_eq!(calls.get("failed"), Some(&1), "{calls:?}\n{}", r.explain());
+    assert!(!r.messages.contains("did not flush their TLBs in time"), "{}", r.explain());
+    assert_native_on_pvm(&r);
+}
+
+/// RAM of the hostile run: above the 32-bit MMIO hole, so that a frame
+/// in the hole is inside the frame table but not owned (-EPERM) rather
+/// than beyond it (-EINVAL). The memory is not touched, so it costs
+/// nothing.
+const HOSTILE_MEM_MIB: &str = "4608";
+
+#[test]
+fn pv_paging_hostile_requests_get_their_errno_and_the_domain_lives_on() {
+    require_kvm!();
+    let r = run_testguest("workload=pv-paging-hostile", &["--stats", "--mem", HOSTILE_MEM_MIB]);
+    assert_ok_lines(&r, BUILD_LINES);
+    assert_ok_lines(
+        &r,
+        &[
+            // 4608 MiB: RAM ends at 5.5 GiB (frame 0x160000).
+            "testguest: paging: map frame 0x160010, beyond RAM = -EINVAL, done 0",
+            "testguest: paging: map frame 0xc1000 in the MMIO hole (not owned) = -EPERM, done 0",
+            "testguest: paging: batch [map data, map the pinned window L1 writable, map data] = -EBUSY, done 1",
+            "testguest: paging: only the request before the failing one took effect = [0x8000000000",
+            "testguest: paging: L2 entry -> data page 0x",
+            "testguest: paging: L2 entry with PS (a 2 MiB superpage) = -EINVAL, done 0",
+            "testguest: paging: L1 entry with the PAT bit (bit 7) = -EINVAL, done 0",
+            "testguest: paging: L1 entry with reserved bit 52 = -EINVAL, done 0",
+            "testguest: paging: L4 entry -> the L4 itself (linear page table) = -EINVAL, done 0",
+            "testguest: paging: map the hypercall page writable = -EPERM, done 0",
+            "testguest: paging: map a boot-area frame (below 1 MiB) writable = -EPERM, done 0",
+            "testguest: paging: mmu_update of an entry in a data page (not a table) = -EINVAL, done 0",
+            "testguest: paging: unpin a frame that is not pinned = -EINVAL, done 0",
+            "testguest: paging: pin the pinned window L1 again = -EINVAL, done 0",
+            "testguest: paging: NEW_BASEPTR to the pinned window L1 = -EBUSY, done 0",
+            "testguest: paging: NEW_BASEPTR to a data page mapped writable = -EBUSY, done 0",
+            "testguest: paging: CR3 is still the new L4 = 0x",
+            "testguest: paging: unknown mmuext_op command 99 = -ENOSYS, done 0",
+            "testguest: paging: INVLPG_LOCAL of a non-canonical address = -EINVAL, done 0",
+            "testguest: paging: mmu_update command 1 (MMU_MACHPHYS_UPDATE) = -ENOSYS, done 0",
+            "testguest: paging: mmu_update with its list at 0xd0000000 (outside RAM) = -EFAULT, done 0",
+            "testguest: paging: mmuext_op with its list at 0xd0000000 (outside RAM) = -EFAULT, done 0",
+            "testguest: paging: mmu_update with its done pointer outside RAM = -EFAULT",
+            "testguest: paging: mmu_update of 1000000 requests = -E2BIG, done 0",
+            "testguest: paging: mmuext_op of 1000000 operations = -E2BIG, done 0",
+            "testguest: paging: mmu_update for domain 1 (foreign) = -EPERM, done 0xdead",
+            "testguest: paging: mmuext_op for domain 1 (foreign) = -EPERM",
+            "testguest: paging: pin the spare frame as an L1 (no writable mapping is left) = 0, done 1",
+            "testguest: paging: after all of the above, mmu_update maps the window and it works = 0, done 1",
+        ],
+    );
+    if host_is_pvm() {
+        assert_ok_lines(&r, &["testguest: paging: a present entry without U/S on kvm_pvm = -EINVAL, done 0"]);
+    }
+    // TLB coherence: a translation removed with mmu_update + INVLPG_LOCAL
+    // must not write the frame once it is a pinned page table.
+    assert_ok_lines(&r, &["testguest: paging: a store through the unmapped address into the now-pinned L1 = #PF (error code 0x2)"]);
+    assert_all_passed(&r, "pv-paging-hostile", if host_is_pvm() { 47 } else { 46 });
+
+    let paging = counters(&r, "direct paging:");
+    assert!(paging.get("updates_applied").is_some_and(|&n| n > 0), "{paging:?}\n{}", r.explain());
+    assert!(paging.get("tables_validated").is_some_and(|&n| n > 0), "{paging:?}\n{}", r.explain());
+    let mut expected: BTreeMap<String, u64> = [
+        ("frame_out_of_range", 1),
+        ("not_owned", 1),
+        // The hypercall page and the boot-area frame.
+        ("read_only_frame", 2),
+        // PAT and bit 52 in an L1 entry.
+        ("disallowed_bits", 2),
+        ("superpage", 1),
+        // The pinned L1 mapped writable, the L2 link to a data page, two
+        // base pointers.
+        ("type_conflict", 4),
+        ("linear_page_table", 1),
+        ("not_page_table", 1),
+        ("already_pinned", 1),
+        ("not_pinned", 1),
+        ("unsupported_command", 1),
+        ("unsupported_ext_op", 1),
+        ("non_canonical", 1),
+        ("batch_too_large", 2),
+        // The two lists outside RAM.
+        ("guest_memory", 2),
+    ]
+    .into_iter()
+    .map(|(reason, n)| (reason.to_string(), n))
+    .collect();
+    if host_is_pvm() {
+        expected.insert("missing_required_bits".to_string(), 1);
+    }
+    assert_eq!(rejections(&paging), expected, "rejections by reason\n{}", r.explain());
+    // Failed calls: every rejection, plus the two foreign-domain calls
+    // (refused before the frame table) and the done pointer outside RAM
+    // (the batch itself succeeded).
+    let calls = counters(&r, "hypercalls:");
+    let rejected: u64 = expected.values().sum();
+    assert_eq!(calls.get("failed"), Some(&(rejected + 3)), "{calls:?}\n{}", r.explain());
+    assert_native_on_pvm(&r);
+}
