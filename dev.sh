@@ -47,8 +47,14 @@ cmd_run() {
     log "host backend: $backend"
     log "building the Linux guest (kernel + initramfs; cached after the first build)"
     guest=$(guest-patches/build.sh --print-dir)
+    # acpi=off: with our ACPI tables Linux routes the UART through the I/O
+    # APIC, and its interrupt-driven console output does not arrive yet (a
+    # known bug, see docs/guests.md); without ACPI it uses the PIC and the
+    # shell works, at the price of one vCPU and no power-off (leave with
+    # Ctrl-]).
+    local cmdline="console=ttyS0 panic=-1 acpi=off"
     local args=(--kernel "$guest/bzImage" --initrd "$guest/initramfs.cpio.gz" --mem 512 --vcpus 2
-        --cmdline "console=ttyS0 panic=-1" --name linux)
+        --cmdline "$cmdline" --name linux)
     case "$backend" in
     vmx | svm)
         log "booting Linux (2 vCPUs) through 'hypervisor run'; exit the shell to power off, Ctrl-] stops the domain"
@@ -59,11 +65,11 @@ cmd_run() {
         # KVM's instruction emulator. Boot it on real hardware-assisted KVM
         # inside the nested-SVM rig instead.
         log "this host's KVM is '$backend': booting Linux inside the nested-SVM rig (tests/rig)"
-        log "exit the Linux shell to power off (then L1 stops); Ctrl-A x kills QEMU"
+        log "Ctrl-] stops the domain (then L1 stops); Ctrl-A x kills QEMU"
         local scenario
         scenario=$(mktemp --suffix=.scenario)
         printf '%s\n' "echo 'rig: L1 is up; starting the Linux guest through our hypervisor'" \
-            "/bin/hypervisor run --kernel /guest/bzImage --initrd /guest/initramfs.cpio.gz --mem 512 --vcpus 2 --cmdline 'console=ttyS0 panic=-1' --name linux --console-log /tmp/linux.console.log $*" \
+            "/bin/hypervisor run --kernel /guest/bzImage --initrd /guest/initramfs.cpio.gz --mem 512 --vcpus 2 --cmdline '$cmdline' --name linux --console-log /tmp/linux.console.log $*" \
             "rig_pass linux-shell" >"$scenario"
         tests/rig/rig.sh shell --scenario "$scenario" --bin target/release/hypervisor
         rm -f "$scenario"

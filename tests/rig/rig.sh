@@ -20,7 +20,8 @@
 # scenario that does not finish or exits non-zero counts as a FAIL).
 #
 # Environment: SPLITPV_CACHE (cache root, default ~/.cache/splitpv),
-# RIG_TSC_KHZ (override the host TSC rate), RIG_CPU (default qemu64,+svm,+npt),
+# RIG_TSC_KHZ (override the host TSC rate), RIG_L1_DIR (use this built L1 kernel directory),
+# RIG_CPU (default qemu64,+svm,+npt),
 # RIG_MEM (L1 MiB, default 2048).
 set -euo pipefail
 umask 022
@@ -120,7 +121,7 @@ build_kernels() {
 	log "guest build (guest-patches/build.sh) ..."
 	GUEST_DIR=$("$BUILD" --print-dir)
 	log "L1 kernel build (guest-patches/build.sh --l1) ..."
-	L1_DIR=$("$BUILD" --l1 --print-dir)
+	if [ -n "${RIG_L1_DIR:-}" ]; then L1_DIR=$RIG_L1_DIR; else L1_DIR=$("$BUILD" --l1 --print-dir); fi
 }
 
 # ---------------------------------------------------------------- L1 initramfs
@@ -308,7 +309,10 @@ l1_boot() { # interactive
 	QEMU_ARGS=(qemu-system-x86_64 -M microvm,accel=tcg -cpu "$CPU" -m "$MEM" -smp 1
 		-nodefaults -no-user-config -nographic -serial stdio -no-reboot
 		-kernel "$L1_DIR/vmlinux" -initrd "$RUN_DIR/initrd"
-		-append "console=ttyS0 reboot=t panic=-1 tsc_early_khz=$TSC tsc=reliable quiet")
+		# acpi=off: the L1 kernel shares the guest's config fragment, which has
+		# ACPI (our hypervisor's guests need it to power off); QEMU microvm's
+		# ACPI tables make L1 lose its console, and L1 needs no ACPI.
+		-append "console=ttyS0 reboot=t panic=-1 tsc_early_khz=$TSC tsc=reliable acpi=off quiet")
 	{ echo "# rig $CMD $(date -u +%FT%TZ)"; printf '# %q' "${QEMU_ARGS[@]}"; echo; } >>"$LOG"
 	boot "$1"
 }

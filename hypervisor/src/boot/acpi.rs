@@ -35,6 +35,25 @@ const OEM_ID: [u8; 6] = *b"SPLTPV";
 const OEM_TABLE: [u8; 8] = *b"SPLITPV ";
 const OEM_REVISION: u32 = 1;
 
+/// Offset of the MADT's flags (after the 36-byte header and the local
+/// APIC address).
+const MADT_FLAGS: usize = 40;
+/// MADT flag: the machine also has dual 8259 PICs. KVM's in-kernel irqchip
+/// does, and they see every ISA interrupt too; without the flag Linux
+/// leaves them unprogrammed and unmasked, and serial interrupts arrive as
+/// garbage through LINT0.
+const PCAT_COMPAT: u32 = 1;
+
+/// Sets PCAT_COMPAT in a MADT (acpi_tables has no setter for the flags)
+/// and fixes its checksum.
+fn set_pcat_compat(madt: &mut [u8]) {
+    let flags = u32::from_le_bytes(madt[MADT_FLAGS..MADT_FLAGS + 4].try_into().expect("4 bytes")) | PCAT_COMPAT;
+    madt[MADT_FLAGS..MADT_FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
+    madt[9] = 0;
+    let sum = madt.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+    madt[9] = sum.wrapping_neg();
+}
+
 fn bytes(t: &dyn Aml) -> Vec<u8> {
     let mut v = Vec::new();
     t.to_aml_bytes(&mut v);
@@ -82,7 +101,8 @@ pub fn build(vcpu_count: u32) -> Vec<(u64, Vec<u8>)> {
     fadt.hypervisor_vendor_identity = u64::from_le_bytes(*b"SPLITPV\0").into();
     let fadt_bytes = bytes(&fadt.finalize());
     let madt_addr = align16(fadt_addr + fadt_bytes.len() as u64);
-    let madt_bytes = bytes(&madt);
+    let mut madt_bytes = bytes(&madt);
+    set_pcat_compat(&mut madt_bytes);
 
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE, OEM_REVISION);
     for a in [fadt_addr, madt_addr, dsdt_addr] {
@@ -153,6 +173,7 @@ mod tests {
             off += m[off + 1] as usize;
         }
         assert_eq!(lapics, 4);
+        assert_eq!(u32::from_le_bytes(m[MADT_FLAGS..MADT_FLAGS + 4].try_into().unwrap()) & PCAT_COMPAT, PCAT_COMPAT);
         // _S5_ is in the DSDT.
         let (_, d) = find(b"DSDT");
         assert!(d.windows(4).any(|w| w == b"_S5_"));
