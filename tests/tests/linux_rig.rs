@@ -1,0 +1,39 @@
+//! Linux guests booted by our hypervisor on hardware-assisted KVM, inside
+//! the nested-SVM rig (our machines' own KVM is kvm_pvm, where Linux cannot
+//! run). The first run builds the guest and L1 kernels (minutes, cached in
+//! ~/.cache/splitpv); later runs take about a minute.
+
+use systests::rig::run_scenario;
+
+/// Known to fail (docs/guests.md, "Status and a known bug"): with ACPI the
+/// guest's user-space console output, routed through the I/O APIC, does not
+/// arrive, so the markers this scenario checks are missing. Run it with
+/// `cargo test -p systests --test linux_rig -- --ignored` while fixing that.
+#[test]
+#[ignore = "the guest's interrupt-driven console output does not arrive through the I/O APIC yet (docs/guests.md)"]
+fn linux_guests_boot_power_off_reboot_and_panic_in_the_rig() {
+    let run = run_scenario("tests/rig/scenarios/linux-boot.scenario", &["hypervisor"], 1500);
+    let expected = [
+        "linux-bzimage-1vcpu",
+        "linux-bzimage-2vcpu",
+        "linux-pvh-2vcpu",
+        "linux-reboot",
+        "linux-panic",
+        "linux-restart",
+    ];
+    let mut failures = Vec::new();
+    for name in expected {
+        match run.result(name) {
+            Some((_, true, _)) => {}
+            Some((_, false, why)) => failures.push(format!("{name}: {why}")),
+            None => failures.push(format!("{name}: no result reported")),
+        }
+    }
+    for (name, passed, why) in &run.results {
+        if !passed && !expected.contains(&name.as_str()) {
+            failures.push(format!("{name}: {why}"));
+        }
+    }
+    assert!(failures.is_empty(), "rig failures:\n{}\n--- last lines of the rig log ---\n{}", failures.join("\n"), run.tail(150));
+    assert_eq!(run.code, Some(0), "rig.sh failed:\n{}", run.tail(80));
+}
