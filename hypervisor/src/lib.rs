@@ -11,6 +11,7 @@
 //! KVM plumbing in [`vstate`], so it is tested without /dev/kvm.
 #![deny(missing_docs)]
 
+mod abi_bytes;
 pub mod backend;
 pub mod boot;
 pub mod config;

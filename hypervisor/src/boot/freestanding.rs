@@ -15,6 +15,7 @@ use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::{elf, tss_descriptor, EntryMode, EntryState, GDT_CODE64, GDT_DATA};
+use crate::abi_bytes::Plain;
 use crate::layout::RamRange;
 
 const PTE_PRESENT: u64 = 1;
@@ -152,21 +153,6 @@ pub fn memory_map(ram: &[RamRange]) -> Vec<MemMapEntry> {
     map.truncate(pvabi::boot::MEMMAP_MAX_ENTRIES);
     map
 }
-
-/// Guest-ABI structs written into guest memory as raw bytes.
-///
-/// pvabi is `no_std` without dependencies, so vm-memory's `ByteValued` is
-/// implemented here, on a transparent wrapper.
-#[derive(Clone, Copy, Default)]
-#[repr(transparent)]
-struct Plain<T>(T);
-// SAFETY: StartInfo is repr(C), made only of integers, with no padding (its
-// size, 56 bytes, is asserted in pvabi and equals the sum of its fields), so
-// every byte pattern is a valid value.
-unsafe impl vm_memory::ByteValued for Plain<StartInfo> {}
-// SAFETY: MemMapEntry is repr(C), two u64 and two u32, 24 bytes with no
-// padding (asserted in pvabi); every byte pattern is a valid value.
-unsafe impl vm_memory::ByteValued for Plain<MemMapEntry> {}
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,7 @@ use pvabi::{console, memory, sched, version};
 use vm_memory::{ByteValued, Bytes, GuestAddress};
 
 use super::{mmu, PvDomain};
+use crate::abi_bytes::Plain;
 use crate::layout::is_ram;
 
 /// What a hypercall does to the domain besides returning a value.
@@ -59,35 +60,18 @@ pub struct Balloon {
     frames: Mutex<BTreeSet<u64>>,
 }
 
-macro_rules! plain {
-    ($t:ty) => {
-        // SAFETY: a repr(C) ABI struct of integers only, without padding
-        // (its size is asserted in pvabi), so every byte pattern is valid.
-        unsafe impl ByteValued for Wrap<$t> {}
-    };
-}
-#[derive(Clone, Copy, Default)]
-#[repr(transparent)]
-struct Wrap<T>(T);
-plain!(MulticallEntry);
-plain!(sched::Shutdown);
-plain!(memory::MemoryMap);
-plain!(memory::Reservation);
-plain!(pvabi::boot::MemMapEntry);
-plain!(u32);
-
 fn read<T: Copy + Default>(pv: &PvDomain, gpa: u64) -> Result<T, i64>
 where
-    Wrap<T>: ByteValued,
+    Plain<T>: ByteValued,
 {
-    pv.memory().read_obj::<Wrap<T>>(GuestAddress(gpa)).map(|w| w.0).map_err(|_| EFAULT)
+    pv.memory().read_obj::<Plain<T>>(GuestAddress(gpa)).map(|w| w.0).map_err(|_| EFAULT)
 }
 
 fn write<T: Copy + Default>(pv: &PvDomain, gpa: u64, val: T) -> Result<(), i64>
 where
-    Wrap<T>: ByteValued,
+    Plain<T>: ByteValued,
 {
-    pv.memory().write_obj(Wrap(val), GuestAddress(gpa)).map_err(|_| EFAULT)
+    pv.memory().write_obj(Plain(val), GuestAddress(gpa)).map_err(|_| EFAULT)
 }
 
 fn in_ram(pv: &PvDomain, gpa: u64, len: u64) -> bool {
@@ -369,7 +353,7 @@ fn paging(ctx: &mut CallContext<'_>, nr: u32, args: [u64; 5]) -> Outcome {
     if let Some(base) = e.new_base {
         cpu.set_cr3(base.0 << 12);
     }
-    if done_ptr != 0 && write(pv, done_ptr, out.done as u32).is_err() {
+    if done_ptr != 0 && pv.memory().write_obj(out.done as u32, GuestAddress(done_ptr)).is_err() {
         return Outcome::err(EFAULT);
     }
     Outcome { result: i64::from(out.errno()), effect: Effect::None }
