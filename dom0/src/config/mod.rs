@@ -33,18 +33,12 @@ use suggest::did_you_mean;
 /// RAM when `memory` is not set, MiB. libxl's own fallback is 32 MiB, too
 /// little for a current Linux kernel and initramfs; 128 MiB boots one.
 pub const DEFAULT_MEMORY_MIB: u64 = 128;
-/// Smallest `memory`, MiB (as the hypervisor's `MIN_MEMORY_MIB`).
-pub const MIN_MEMORY_MIB: u64 = 8;
-/// Largest `memory` and `maxmem`, MiB: 1 TiB (as the hypervisor's
-/// `MAX_MEMORY_MIB`).
-pub const MAX_MEMORY_MIB: u64 = 1 << 20;
-/// Largest `vcpus`: 8-bit APIC IDs (as the hypervisor's `MAX_VCPUS`).
-pub const MAX_VCPUS: u32 = 255;
-/// Longest domain name.
-pub const MAX_NAME_LEN: usize = 64;
+// The limits are the hypervisor's: a configuration dom0 accepts must be one
+// the `hypervisor` process can build.
+pub use hypervisor::config::{MAX_MEMORY_MIB, MAX_NAME_LEN, MAX_VCPUS, MIN_MEMORY_MIB};
 /// Longest kernel command line in bytes: the boot protocols keep it
-/// NUL-terminated in a 4096-byte area (`pvabi::boot::CMDLINE_MAX`).
-pub const MAX_CMDLINE_LEN: usize = 4095;
+/// NUL-terminated in a `pvabi::boot::CMDLINE_MAX`-byte area.
+pub const MAX_CMDLINE_LEN: usize = pvabi::boot::CMDLINE_MAX - 1;
 /// The pseudo file name of command-line overrides in error messages.
 pub const COMMAND_LINE: &str = "<command line>";
 
