@@ -47,12 +47,10 @@ use crate::hypercall::{decode, gpa, gpa_mut, Errno, Hypercalls};
 use crate::paging::Page;
 use crate::pv::{self, Checks, Shown};
 use crate::sync::RacyCell;
+use crate::paging::{PAGE_SIZE, PTE_ADDRESS_MASK, PTE_NO_EXECUTE, PTE_PRESENT, PTE_WRITABLE};
 use crate::traps::{self, CaughtFault, VECTOR_PF};
 use crate::BootParameters;
 
-const PAGE_SIZE: u64 = 4096;
-const PTE_P: u64 = 1 << 0;
-const PTE_RW: u64 = 1 << 1;
 const PTE_US: u64 = 1 << 2;
 const PTE_A: u64 = 1 << 5;
 const PTE_D: u64 = 1 << 6;
@@ -62,8 +60,6 @@ const PTE_PAT_PS: u64 = 1 << 7;
 const PTE_AVAIL9: u64 = 1 << 9;
 /// The lowest of bits 52–62, which the hypervisor keeps for itself.
 const PTE_HIGH52: u64 = 1 << 52;
-const PTE_NX: u64 = 1 << 63;
-const PTE_ADDR: u64 = 0x000f_ffff_ffff_f000;
 
 /// #PF error code bits: the page was present; the access was a write.
 const PF_PRESENT: u64 = 1 << 0;
@@ -288,16 +284,16 @@ struct Space {
 impl Space {
     /// Flags of a link to a lower table. U/S is set everywhere, harmless
     /// when the leaf lacks it (the CPU needs it at every level).
-    const UPPER: u64 = PTE_P | PTE_RW | PTE_US;
+    const UPPER: u64 = PTE_PRESENT | PTE_WRITABLE | PTE_US;
 
     /// A read-only, non-executable leaf for `address`.
     fn read_only(&self, address: u64) -> u64 {
-        address | PTE_P | self.user | PTE_NX
+        address | PTE_PRESENT | self.user | PTE_NO_EXECUTE
     }
 
     /// A writable, non-executable leaf for `address`.
     fn writable(&self, address: u64) -> u64 {
-        address | PTE_P | PTE_RW | self.user | PTE_NX
+        address | PTE_PRESENT | PTE_WRITABLE | self.user | PTE_NO_EXECUTE
     }
 }
 
@@ -322,7 +318,7 @@ fn image_leaf(space: &Space, page: u64, hypercall_page: u64, frames: &Frames) ->
     let data_start = &raw const __data_start as u64;
     if page < rodata_start || page == hypercall_page {
         // Code, and the stubs the hypervisor wrote: read-only, executable.
-        page | PTE_P | space.user
+        page | PTE_PRESENT | space.user
     } else if page < data_start || (frames.pool_start..frames.pool_end).contains(&page) {
         // Read-only data, and the page-table pool, which may never be
         // mapped writable once its frames are tables.
@@ -449,7 +445,7 @@ fn build_and_switch(checks: &mut Checks, hc: Hypercalls, host_pvm: bool) -> Opti
     // the console is port I/O).
     let got = unsafe { mmuext_op(hc, &[op(MMUEXT_NEW_BASEPTR, space.l4)]) };
     expect(checks, "NEW_BASEPTR to the new L4", Outcome::ok(1), got);
-    let cr3 = arch::read_cr3() & PTE_ADDR;
+    let cr3 = arch::read_cr3() & PTE_ADDRESS_MASK;
     checks.verdict(
         "CR3 is the new L4, execution continues",
         cr3 == space.l4 << 12,
@@ -584,7 +580,7 @@ pub fn workload(_boot: &BootParameters) -> ! {
     // SAFETY: the other L4 maps the same image through the shared L3.
     let got = unsafe { mmuext_op(hc, &[op(MMUEXT_NEW_BASEPTR, space.other_l4)]) };
     expect(&mut checks, "NEW_BASEPTR to the second L4", Outcome::ok(1), got);
-    let cr3 = arch::read_cr3() & PTE_ADDR;
+    let cr3 = arch::read_cr3() & PTE_ADDRESS_MASK;
     // SAFETY: reading is harmless.
     let result = unsafe { traps::try_read_u64(WINDOW_VA) };
     checks.verdict(
@@ -596,7 +592,7 @@ pub fn workload(_boot: &BootParameters) -> ! {
     // SAFETY: back to the first L4, which maps everything in use.
     let got = unsafe { mmuext_op(hc, &[op(MMUEXT_NEW_BASEPTR, space.l4)]) };
     expect(&mut checks, "NEW_BASEPTR back to the first L4", Outcome::ok(1), got);
-    let cr3 = arch::read_cr3() & PTE_ADDR;
+    let cr3 = arch::read_cr3() & PTE_ADDRESS_MASK;
     // SAFETY: reading is harmless.
     let result = unsafe { traps::try_read_u64(WINDOW_VA) };
     checks.verdict(
@@ -708,7 +704,7 @@ pub fn hostile(boot: &BootParameters) -> ! {
     let got = unsafe { mmu_update(hc, &[normal(space.window_l2, 1, (data0) | Space::UPPER)]) };
     expect(&mut checks, format_args!("L2 entry -> data page {data0:#x} (mapped writable, not an L1)"), Outcome::err(EBUSY, 0), got);
     // SAFETY: see above.
-    let got = unsafe { mmu_update(hc, &[normal(space.window_l2, 1, (4 << 20) | PTE_P | PTE_US | PTE_PAT_PS)]) };
+    let got = unsafe { mmu_update(hc, &[normal(space.window_l2, 1, (4 << 20) | PTE_PRESENT | PTE_US | PTE_PAT_PS)]) };
     expect(&mut checks, "L2 entry with PS (a 2 MiB superpage)", Outcome::err(EINVAL, 0), got);
     // SAFETY: see above.
     let got = unsafe { mmu_update(hc, &[normal(l1, 2, space.read_only(data0) | PTE_PAT_PS)]) };
@@ -731,7 +727,7 @@ pub fn hostile(boot: &BootParameters) -> ! {
     expect(&mut checks, "mmu_update of an entry in a data page (not a table)", Outcome::err(EINVAL, 0), got);
     if host_pvm {
         // SAFETY: see above.
-        let got = unsafe { mmu_update(hc, &[normal(l1, 2, (data0) | PTE_P | PTE_NX)]) };
+        let got = unsafe { mmu_update(hc, &[normal(l1, 2, (data0) | PTE_PRESENT | PTE_NO_EXECUTE)]) };
         expect(&mut checks, "a present entry without U/S on kvm_pvm", Outcome::err(EINVAL, 0), got);
     }
 
@@ -750,7 +746,7 @@ pub fn hostile(boot: &BootParameters) -> ! {
     // SAFETY: as above.
     let got = unsafe { mmuext_op(hc, &[op(MMUEXT_NEW_BASEPTR, data0 >> 12)]) };
     expect(&mut checks, "NEW_BASEPTR to a data page mapped writable", Outcome::err(EBUSY, 0), got);
-    let cr3 = arch::read_cr3() & PTE_ADDR;
+    let cr3 = arch::read_cr3() & PTE_ADDRESS_MASK;
     checks.verdict("CR3 is still the new L4", cr3 == space.l4 << 12, format_args!("{:#x}", space.l4 << 12), format_args!("{cr3:#x}"));
     // SAFETY: an unknown command changes nothing.
     let got = unsafe { mmuext_op(hc, &[op(99, 0)]) };
@@ -864,7 +860,7 @@ fn stale_mapping_check(checks: &mut Checks, hc: Hypercalls, space: &Space) {
     expect(checks, "pin the spare frame as an L1 (no writable mapping is left)", Outcome::ok(1), got);
     // An entry the validator refuses: the L4 mapped writable. The L1 is
     // linked nowhere, so even if the store goes through no walk uses it.
-    let forged = (space.l4 << 12) | PTE_P | PTE_RW | PTE_US;
+    let forged = (space.l4 << 12) | PTE_PRESENT | PTE_WRITABLE | PTE_US;
     // SAFETY: see above; a store that goes through is undone below.
     let stale = unsafe { traps::try_write_u64(va, forged) };
     let held = read_entry(spare, 0);

@@ -15,20 +15,20 @@ use pvabi::pvm::PTE_USER;
 
 use crate::sync::RacyCell;
 
-const PTE_PRESENT: u64 = 1 << 0;
-const PTE_WRITABLE: u64 = 1 << 1;
+pub(crate) const PTE_PRESENT: u64 = 1 << 0;
+pub(crate) const PTE_WRITABLE: u64 = 1 << 1;
 /// Write-through; with PCD selects UC in the default PAT.
 const PTE_WRITE_THROUGH: u64 = 1 << 3;
 const PTE_CACHE_DISABLE: u64 = 1 << 4;
 /// In a page-directory entry: maps a 2 MiB page.
 const PTE_HUGE: u64 = 1 << 7;
 /// No instruction fetches (EFER.NXE is set at boot).
-const PTE_NO_EXECUTE: u64 = 1 << 63;
+pub(crate) const PTE_NO_EXECUTE: u64 = 1 << 63;
 /// Physical address bits of an entry.
-const PTE_ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
+pub(crate) const PTE_ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 const LARGE_PAGE_SIZE: u64 = 2 << 20;
-const PAGE_SIZE: u64 = 4096;
+pub(crate) const PAGE_SIZE: u64 = 4096;
 /// Addresses from here on are non-canonical or in the upper half, which
 /// the identity map never covers.
 const LOWER_HALF_END: u64 = 1 << 47;
