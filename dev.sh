@@ -47,12 +47,7 @@ cmd_run() {
     log "host backend: $backend"
     log "building the Linux guest (kernel + initramfs; cached after the first build)"
     guest=$(guest-patches/build.sh --print-dir)
-    # acpi=off: with our ACPI tables Linux routes the UART through the I/O
-    # APIC, and its interrupt-driven console output does not arrive yet (a
-    # known bug, see docs/guests.md); without ACPI it uses the PIC and the
-    # shell works, at the price of one vCPU and no power-off (leave with
-    # Ctrl-]).
-    local cmdline="console=ttyS0 panic=-1 acpi=off"
+    local cmdline="console=ttyS0 panic=-1"
     local args=(--kernel "$guest/bzImage" --initrd "$guest/initramfs.cpio.gz" --mem 512 --vcpus 2
         --cmdline "$cmdline" --name linux)
     case "$backend" in

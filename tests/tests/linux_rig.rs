@@ -5,12 +5,7 @@
 
 use systests::rig::run_scenario;
 
-/// Known to fail (docs/guests.md, "Status and a known bug"): with ACPI the
-/// guest's user-space console output, routed through the I/O APIC, does not
-/// arrive, so the markers this scenario checks are missing. Run it with
-/// `cargo test -p systests --test linux_rig -- --ignored` while fixing that.
 #[test]
-#[ignore = "the guest's interrupt-driven console output does not arrive through the I/O APIC yet (docs/guests.md)"]
 fn linux_guests_boot_power_off_reboot_and_panic_in_the_rig() {
     let run = run_scenario("tests/rig/scenarios/linux-boot.scenario", &["hypervisor"], 1500);
     let expected = [

@@ -287,6 +287,31 @@ typedef int64_t  spv_s64;
 #define SPV_LAYOUT_SHADOW_SYNC_GPA	SPV_ULL(0xDFFFF000)
 
 /* ------------------------------------------------------------------------
+ * virtio: split-driver devices, virtio-mmio (version 2) transports.
+ * Device i sits at SPV_VIRTIO_MMIO_BASE + i * SPV_VIRTIO_MMIO_STRIDE and
+ * raises GSI SPV_VIRTIO_IRQ_BASE + i (edge, active high). Every slot up to
+ * SPV_VIRTIO_MAX_DEVICES answers; an empty slot has device ID 0. Linux also
+ * finds the devices in the DSDT (LNRO0005).
+ */
+#define SPV_VIRTIO_MMIO_BASE		SPV_ULL(0xD8000000)
+#define SPV_VIRTIO_MMIO_STRIDE		SPV_ULL(0x1000)
+#define SPV_VIRTIO_MAX_DEVICES		8
+#define SPV_VIRTIO_IRQ_BASE		16
+
+/* ------------------------------------------------------------------------
+ * power: the ACPI Generic Event Device (host-initiated shutdown requests).
+ * The host sets SPV_POWER_EVENT_POWER_BUTTON in the one-byte event register
+ * at SPV_POWER_GED_MMIO_BASE and pulses GSI SPV_POWER_GED_IRQ (edge, active
+ * high). Reading the register returns the pending events and clears them;
+ * writes are ignored. Linux finds it in the DSDT (ACPI0013, power button
+ * PNP0C0C); guests without an interrupt controller poll the register.
+ */
+#define SPV_POWER_GED_MMIO_BASE		SPV_ULL(0xD9000000)
+#define SPV_POWER_GED_MMIO_LEN		SPV_ULL(0x1000)
+#define SPV_POWER_GED_IRQ		5
+#define SPV_POWER_EVENT_POWER_BUTTON	(SPV_U(1) << 0)
+
+/* ------------------------------------------------------------------------
  * hypercall: how a guest calls the hypervisor.
  *
  * Installing the hypercall page: the guest writes the guest-physical address

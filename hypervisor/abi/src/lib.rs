@@ -307,6 +307,51 @@ pub mod layout {
     pub const SHADOW_SYNC_GPA: u64 = 0xDFFF_F000;
 }
 
+/// Split-driver devices: virtio-mmio (virtio 1.x, "version 2" register
+/// layout) transports at fixed places, one page each.
+///
+/// Device `i` of a domain sits at `MMIO_BASE + i * MMIO_STRIDE` and raises
+/// GSI `IRQ_BASE + i` (edge-triggered, active high) on the I/O APIC. Every
+/// slot up to [`MAX_DEVICES`] answers; an empty slot reads as a device with
+/// ID 0 (the placeholder the virtio spec allows), so a guest can probe the
+/// slots in order. Linux guests also find the devices in the DSDT
+/// (`LNRO0005`, as Firecracker describes its virtio-mmio devices).
+/// The hypervisor process owns the register block; the device itself runs
+/// in dom0 (vhost-user), which reads and writes the rings in guest RAM.
+pub mod virtio {
+    /// Guest-physical address of slot 0.
+    pub const MMIO_BASE: u64 = 0xD800_0000;
+    /// Distance between slots and the size of each register block.
+    pub const MMIO_STRIDE: u64 = 0x1000;
+    /// Number of slots.
+    pub const MAX_DEVICES: u32 = 8;
+    /// GSI of slot 0 (the pins above the ISA range, so no slot shares a
+    /// line with a legacy device).
+    pub const IRQ_BASE: u32 = 16;
+}
+
+/// Power events the host raises in a domain: the ACPI Generic Event Device.
+///
+/// `hypervisor run` (and dom0 through it) asks a guest to shut down by
+/// pressing a virtual power button: it sets [`EVENT_POWER_BUTTON`] in the
+/// one-byte event register at [`GED_MMIO_BASE`] and pulses GSI [`GED_IRQ`]
+/// (edge-triggered, active high). Reading the register returns the pending
+/// events and clears them; writes are ignored. Linux finds the device in the
+/// DSDT (`ACPI0013`, whose `_EVT` reads the register and notifies the power
+/// button device `PNP0C0C` with 0x80); a guest without an interrupt
+/// controller (our freestanding test guest) polls the register.
+pub mod power {
+    /// Guest-physical address of the event register (a page is reserved).
+    pub const GED_MMIO_BASE: u64 = 0xD900_0000;
+    /// Size of the reserved MMIO range.
+    pub const GED_MMIO_LEN: u64 = 0x1000;
+    /// GSI the device raises (an ISA line no other device uses; the virtio
+    /// slots take 16 and up).
+    pub const GED_IRQ: u32 = 5;
+    /// Event register bit: the power button was pressed.
+    pub const EVENT_POWER_BUTTON: u32 = 1 << 0;
+}
+
 /// Hypercalls: how a guest calls the hypervisor, their numbers, argument
 /// structures and error codes.
 ///

@@ -20,7 +20,7 @@ use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::{aml, Aml};
-use pvabi::ports::{ACPI_RESET, ACPI_RESET_VALUE, ACPI_S5_SLP_TYP, ACPI_SLEEP_CONTROL, ACPI_SLEEP_STATUS};
+use pvabi::ports::{COM1, COM1_IRQ, COM1_LEN, ACPI_RESET, ACPI_RESET_VALUE, ACPI_S5_SLP_TYP, ACPI_SLEEP_CONTROL, ACPI_SLEEP_STATUS};
 
 /// Where the tables go: inside the reserved 0x9fc00..0x100000 hole.
 pub const ACPI_BASE: u64 = 0xe_0000;
@@ -54,6 +54,30 @@ fn set_pcat_compat(madt: &mut [u8]) {
     madt[9] = sum.wrapping_neg();
 }
 
+/// The serial port as an ACPI device (PNP0501 with its ports and IRQ).
+///
+/// Why it must be in the DSDT: with a hardware-reduced FADT Linux installs
+/// no legacy PIC driver, so `nr_legacy_irqs()` is 0 and ISA IRQs 0-15 are
+/// not preallocated. The 8250 driver's built-in COM1 (I/O 0x3f8, IRQ 4)
+/// then fails `request_irq(4)` when the port is opened: the kernel's
+/// printk still goes out (it polls), but /dev/console cannot be opened and
+/// user space has no console. Described here, the port is claimed by
+/// 8250_pnp, whose IRQ goes through acpi_register_gsi() and gets mapped
+/// (edge-triggered, active high) like any other GSI. Cloud Hypervisor and
+/// Firecracker describe their UART the same way.
+fn com1_device() -> Vec<u8> {
+    let hid = aml::EISAName::new("PNP0501");
+    let uid = aml::ONE;
+    let io = aml::IO::new(COM1, COM1, 1, COM1_LEN as u8);
+    let irq = aml::Interrupt::new(true, true, false, false, COM1_IRQ);
+    let crs = aml::ResourceTemplate::new(vec![&io, &irq]);
+    let name_hid = aml::Name::new("_HID".into(), &hid);
+    let name_uid = aml::Name::new("_UID".into(), &uid);
+    let name_crs = aml::Name::new("_CRS".into(), &crs);
+    let dev = aml::Device::new("COM1".into(), vec![&name_hid, &name_uid, &name_crs]);
+    bytes(&aml::Scope::new("\\_SB_".into(), vec![&dev]))
+}
+
 fn bytes(t: &dyn Aml) -> Vec<u8> {
     let mut v = Vec::new();
     t.to_aml_bytes(&mut v);
@@ -71,6 +95,7 @@ pub fn build(vcpu_count: u32) -> Vec<(u64, Vec<u8>)> {
     let mut dsdt = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE, OEM_REVISION);
     let s5 = aml::Name::new("_S5_".into(), &aml::Package::new(vec![&ACPI_S5_SLP_TYP]));
     dsdt.append_slice(&bytes(&s5));
+    dsdt.append_slice(&com1_device());
 
     let mut madt = MADT::new(OEM_ID, OEM_TABLE, OEM_REVISION, LocalInterruptController::Address(LAPIC_ADDR));
     for i in 0..vcpu_count {
@@ -177,5 +202,8 @@ mod tests {
         // _S5_ is in the DSDT.
         let (_, d) = find(b"DSDT");
         assert!(d.windows(4).any(|w| w == b"_S5_"));
+        // COM1 is a PNP0501 device (EISA ID 0x0105d041 little-endian).
+        assert!(d.windows(4).any(|w| w == b"COM1"));
+        assert!(d.windows(4).any(|w| w == [0x41, 0xd0, 0x05, 0x01]), "PNP0501 _HID");
     }
 }
