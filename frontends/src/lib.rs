@@ -1,9 +1,13 @@
 //! Guest-side code we own.
 //!
-//! For now: the freestanding test guest in `testguest/`, which build.rs
-//! compiles with its own flags and linker script whenever this crate is
-//! built. Tests and scripts get the image from here rather than building it
-//! themselves; `cargo run -q -p frontends --bin guest-image` prints its path.
+//! The freestanding test guest in `testguest/`, which build.rs compiles
+//! with its own flags and linker script whenever this crate is built. Tests
+//! and scripts get the image from here rather than building it themselves;
+//! `cargo run -q -p frontends --bin guest-image` prints its path.
+//!
+//! [`virtio`] is the guest's virtio-mmio driver code compiled for the host
+//! (the same files): unit-tested here against simulated devices, and usable
+//! by host tests, e.g. to check a disk image the guest wrote.
 
 /// Absolute path of the test guest's ELF image, built by this crate's
 /// build script into its OUT_DIR.
@@ -17,11 +21,22 @@
 /// `workload=page-fault`, `workload=smp`, or one of the PV workloads that
 /// exercise the hypercall interface: `workload=pv-basic`, `pv-hostile`,
 /// `pv-console`, `pv-poweroff`, `pv-reboot`, `pv-crash`, and the direct
-/// paging workloads `pv-paging` and `pv-paging-hostile`. It reports on
+/// paging workloads `pv-paging` and `pv-paging-hostile`, and the virtio
+/// workloads `virtio-probe`, `virtio-blk`, `virtio-net`, `virtio-console`,
+/// `virtio-hostile` and `virtio-bench` (docs/testguest.md). It reports on
 /// COM1 (`pv-console`: through the `console_io` hypercall) and ends the
-/// domain through `pvabi::ports::DEBUG_EXIT` (the last three: through
-/// `sched_op(SHUTDOWN)`).
+/// domain through `pvabi::ports::DEBUG_EXIT` (`pv-poweroff`, `pv-reboot`,
+/// `pv-crash`: through `sched_op(SHUTDOWN)`).
 pub const TESTGUEST_ELF: &str = env!("TESTGUEST_ELF");
+
+pub mod virtio;
+
+/// The guest's command-line parser, host-tested (it fills
+/// `virtio::args::VirtioArgs`).
+#[cfg(test)]
+#[path = "../testguest/src/cmdline.rs"]
+#[allow(dead_code)]
+mod cmdline;
 
 #[cfg(test)]
 mod tests {

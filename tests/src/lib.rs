@@ -5,6 +5,7 @@
 //! `hypervisor` package has integration tests of its own, so its binary is
 //! always built before any test runs).
 
+pub mod dom0;
 pub mod rig;
 
 use std::path::{Path, PathBuf};

@@ -64,6 +64,14 @@ pub unsafe fn rdmsr(msr: u32) -> u64 {
     (u64::from(high) << 32) | u64::from(low)
 }
 
+/// Reads the time-stamp counter.
+pub fn rdtsc() -> u64 {
+    let (low, high): (u32, u32);
+    // SAFETY: RDTSC only writes EDX:EAX (CR4.TSD is clear at CPL 0 anyway).
+    unsafe { asm!("rdtsc", out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags)) };
+    (u64::from(high) << 32) | u64::from(low)
+}
+
 /// Reads CR2, the linear address of the last page fault.
 pub fn read_cr2() -> u64 {
     let value: u64;

@@ -23,6 +23,7 @@ mod pv;
 mod sync;
 mod traps;
 mod usermode;
+mod virtio;
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -193,11 +194,14 @@ fn boot_vcpu_main(start_info_gpa: u64, entry_flags: u64) -> ! {
         Err(CmdlineError::BadIterations(text)) => {
             fail!("iterations=\"{}\" is not a count (decimal, `_` separators and e-notation allowed)", Escaped(text))
         }
+        Err(CmdlineError::BadValue { key, value, expected }) => {
+            fail!("{}=\"{}\": expected {expected}", Escaped(key), Escaped(value))
+        }
     };
     if let Some(option) = options.ignored {
         println!("testguest: ignored {} unknown option(s), last \"{}\"", options.ignored_count, Escaped(option));
     }
-    run_workload(options.workload, options.iterations, &boot)
+    run_workload(&options, &boot, vif_registered)
 }
 
 /// Prints the banner: one line, plus the host's PVM facts on kvm_pvm and a
@@ -290,9 +294,14 @@ fn secondary_vcpu_main(vcpu: usize) -> ! {
     arch::halt_forever()
 }
 
-fn run_workload(workload: Workload, iterations: u64, boot: &BootParameters) -> ! {
+fn run_workload(options: &cmdline::Options<'_>, boot: &BootParameters, vif_registered: bool) -> ! {
     let vcpu_count = boot.vcpu_count;
-    match workload {
+    let iterations = options.iterations;
+    let virtio = |mode| -> ! {
+        let passed = virtio::run(mode, &options.virtio, boot.memory_map(), vif_registered);
+        exit(if passed { exit_status::SUCCESS } else { exit_status::FAILURE })
+    };
+    match options.workload {
         Workload::Banner => exit(exit_status::SUCCESS),
         Workload::Compute => {
             count_down(iterations);
@@ -342,6 +351,12 @@ fn run_workload(workload: Workload, iterations: u64, boot: &BootParameters) -> !
         Workload::PvCrash => pv::shutdown(sched::REASON_CRASH),
         Workload::PvPaging => directpaging::workload(boot),
         Workload::PvPagingHostile => directpaging::hostile(boot),
+        Workload::VirtioProbe => virtio(virtio::Mode::Probe),
+        Workload::VirtioBlk => virtio(virtio::Mode::Blk),
+        Workload::VirtioNet => virtio(virtio::Mode::Net),
+        Workload::VirtioConsole => virtio(virtio::Mode::Console),
+        Workload::VirtioHostile => virtio(virtio::Mode::Hostile),
+        Workload::VirtioBench => virtio(virtio::Mode::Bench),
     }
 }
 

@@ -1,0 +1,612 @@
+//! The domain table and each domain's lives: start the backends and the
+//! hypervisor process, watch it, apply the `on_*` action when it ends.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hypervisor::control::{ControlEvent, ControlRequest};
+use tokio::sync::watch;
+
+use super::control::ControlHandle;
+use crate::backends::{self, BackendSpec, NetPort, RunningBackend, Switch};
+use crate::config::{Action, DomainSpec, VifLink};
+use crate::paths::{hypervisor_binary, Paths};
+use crate::protocol::{DomainInfo, DomainState, DomainTop};
+
+/// A domain that restarts this often within [`RESTART_WINDOW`] is left
+/// shut down instead of restarted again (a crash loop).
+const MAX_RESTARTS: u32 = 10;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// How long a control request may take.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The daemon's shared state.
+pub struct Daemon {
+    pub paths: Paths,
+    table: Mutex<Table>,
+    /// Cached `hypervisor info` (text, backend).
+    pub host_info: tokio::sync::OnceCell<(String, String)>,
+}
+
+#[derive(Default)]
+struct Table {
+    next_id: u32,
+    domains: BTreeMap<u32, Domain>,
+    switches: HashMap<String, Arc<Switch>>,
+}
+
+struct Domain {
+    id: u32,
+    spec: DomainSpec,
+    state: DomainState,
+    starts: u32,
+    /// Start times of recent lives, for crash-loop detection.
+    recent_starts: Vec<Instant>,
+    last_end: Option<String>,
+    reboot_requested: bool,
+    life: Option<Life>,
+    /// Signalled with the end reason whenever a life ends for good.
+    ended: watch::Sender<Option<String>>,
+    /// Previous `top` sample: when, vCPU ns, exits, I/O requests.
+    sample: Option<(Instant, u64, u64, u64)>,
+}
+
+struct Life {
+    generation: u64,
+    pid: u32,
+    started: Instant,
+    control: ControlHandle,
+    backends: Vec<RunningBackend>,
+    devices: Vec<String>,
+    /// Becomes true once the process is gone.
+    exited: watch::Receiver<bool>,
+}
+
+/// Why a life ended, as dom0 classifies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum EndKind {
+    Poweroff,
+    Reboot,
+    Crash,
+}
+
+impl Daemon {
+    pub fn new(paths: Paths) -> Arc<Daemon> {
+        Arc::new(Daemon {
+            paths,
+            table: Mutex::new(Table { next_id: 1, ..Table::default() }),
+            host_info: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().expect("the table lock is never held across a panic")
+    }
+
+    /// Finds a domain by name or ID.
+    fn resolve(table: &Table, domain: &str) -> Result<u32, String> {
+        if let Ok(id) = domain.parse::<u32>() {
+            if table.domains.contains_key(&id) {
+                return Ok(id);
+            }
+        }
+        table
+            .domains
+            .values()
+            .find(|d| d.spec.name == domain)
+            .map(|d| d.id)
+            .ok_or_else(|| format!("there is no domain called or numbered \"{domain}\"."))
+    }
+
+    /// `create`.
+    pub async fn create(self: &Arc<Self>, spec: DomainSpec, paused: bool) -> Result<(u32, String), String> {
+        let id = {
+            let mut t = self.table();
+            if t.domains.values().any(|d| d.spec.name == spec.name) {
+                return Err(format!("a domain called \"{}\" already exists.", spec.name));
+            }
+            let id = t.next_id;
+            t.next_id += 1;
+            t.domains.insert(
+                id,
+                Domain {
+                    id,
+                    spec: spec.clone(),
+                    state: DomainState::Starting,
+                    starts: 0,
+                    recent_starts: Vec::new(),
+                    last_end: None,
+                    reboot_requested: false,
+                    life: None,
+                    ended: watch::channel(None).0,
+                    sample: None,
+                },
+            );
+            id
+        };
+        if let Err(e) = self.save_spec(&spec) {
+            tracing::warn!("domain {}: its configuration could not be saved: {e}", spec.name);
+        }
+        match self.start_life(id, paused).await {
+            Ok(()) => Ok((id, spec.name)),
+            Err(e) => {
+                self.forget(id);
+                Err(e)
+            }
+        }
+    }
+
+    fn save_spec(&self, spec: &DomainSpec) -> std::io::Result<()> {
+        let path = self.paths.domain_state(&spec.name);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, serde_json::to_vec_pretty(spec).expect("specs serialize"))
+    }
+
+    /// Removes a domain that has no life from the table and its files.
+    fn forget(&self, id: u32) {
+        let removed = self.table().domains.remove(&id);
+        if let Some(d) = removed {
+            let _ = std::fs::remove_file(self.paths.domain_state(&d.spec.name));
+            let _ = std::fs::remove_dir_all(self.paths.domain_dir(id));
+            let _ = d.ended.send(Some(d.last_end.unwrap_or_else(|| "destroyed".into())));
+        }
+    }
+
+    /// Starts the backends and the hypervisor process of domain `id`.
+    ///
+    /// Boxed: a life's watcher restarts the domain through this function,
+    /// and the recursion needs a nameable `Send` future.
+    fn start_life(self: &Arc<Self>, id: u32, paused: bool) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(self.start_life_inner(id, paused))
+    }
+
+    async fn start_life_inner(self: &Arc<Self>, id: u32, paused: bool) -> Result<(), String> {
+        let (spec, switches) = {
+            let mut t = self.table();
+            let d = t.domains.get(&id).ok_or("the domain disappeared while starting")?;
+            let spec = d.spec.clone();
+            let mut switches = Vec::new();
+            for vif in &spec.vifs {
+                if let VifLink::Switch(name) = &vif.link {
+                    let sw = t.switches.entry(name.clone()).or_insert_with(|| Switch::new(name)).clone();
+                    switches.push((vif.devid, sw));
+                }
+            }
+            (spec, switches)
+        };
+        let dir = self.paths.domain_dir(id);
+        let _ = std::fs::remove_dir_all(&dir);
+        create_private_dir(&dir).map_err(|e| format!("creating {} failed: {e}", dir.display()))?;
+
+        // Backends first: the hypervisor connects to their sockets while it
+        // builds the domain.
+        let mut backends = Vec::new();
+        let mut device_args = Vec::new();
+        let mut devices = Vec::new();
+        for disk in &spec.disks {
+            let sock = dir.join(format!("blk-{}.sock", disk.vdev));
+            let serial = format!("{}-{}", spec.name, disk.vdev);
+            let b = backends::start(
+                BackendSpec::Blk { path: disk.path.clone(), read_only: disk.read_only, serial: truncate(&serial, 20), direct: false },
+                &sock,
+            )
+            .map_err(|e| format!("disk {} ({}): {e}", disk.vdev, disk.path.display()))?;
+            backends.push(b);
+            device_args.push(format!("blk:{}", sock.display()));
+            devices.push(format!("blk:{}{}", disk.vdev, if disk.read_only { ":ro" } else { "" }));
+        }
+        for vif in &spec.vifs {
+            let sock = dir.join(format!("net-{}.sock", vif.devid));
+            let port = match &vif.link {
+                VifLink::Bridge(bridge) => NetPort::Tap {
+                    name: vif.vifname.clone().unwrap_or_else(|| format!("vif{id}.{}", vif.devid)),
+                    bridge: Some(bridge.clone()),
+                },
+                VifLink::Switch(_) => NetPort::Switch(
+                    switches.iter().find(|(d, _)| *d == vif.devid).map(|(_, s)| s.clone()).expect("collected above"),
+                ),
+            };
+            let b = backends::start(BackendSpec::Net { mac: vif.mac.0, port }, &sock)
+                .map_err(|e| format!("vif {} ({}): {e}", vif.devid, vif.mac))?;
+            backends.push(b);
+            device_args.push(format!("net:{}", sock.display()));
+            devices.push(format!("net:{}", vif.mac));
+        }
+        let sock = dir.join("console.sock");
+        let b = backends::start(BackendSpec::Console {}, &sock).map_err(|e| format!("console: {e}"))?;
+        backends.push(b);
+        device_args.push(format!("console:{}", sock.display()));
+        devices.push("console".into());
+
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair failed: {e}"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("hypervisor.log"))
+            .map_err(|e| format!("opening the domain's log failed: {e}"))?;
+        let mut cmd = tokio::process::Command::new(hypervisor_binary());
+        cmd.arg("run")
+            .arg("--name")
+            .arg(&spec.name)
+            .arg("--kernel")
+            .arg(&spec.kernel)
+            .arg("--mem")
+            .arg(spec.memory_mib.to_string())
+            .arg("--vcpus")
+            .arg(spec.vcpus.to_string())
+            .arg("--cmdline")
+            .arg(&spec.cmdline)
+            .arg("--console-log")
+            .arg(dir.join("serial.log"))
+            .arg("--control-fd")
+            .arg(CHILD_CONTROL_FD.to_string());
+        if let Some(r) = &spec.ramdisk {
+            cmd.arg("--initrd").arg(r);
+        }
+        if paused {
+            cmd.arg("--paused");
+        }
+        for d in &device_args {
+            cmd.arg("--device").arg(d);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| format!("duplicating the log fd failed: {e}"))?)
+            .stderr(log)
+            .kill_on_drop(false);
+        pass_fd(&mut cmd, OwnedFd::from(theirs));
+        let mut child = cmd.spawn().map_err(|e| format!("starting {} failed: {e}", hypervisor_binary().display()))?;
+        let pid = child.id().unwrap_or(0);
+        ours.set_nonblocking(true).map_err(|e| format!("control socket: {e}"))?;
+        let stream = tokio::net::UnixStream::from_std(ours).map_err(|e| format!("control socket: {e}"))?;
+        let (control, control_task) = ControlHandle::start(stream, spec.name.clone());
+        let (exited_tx, exited_rx) = watch::channel(false);
+
+        let generation = {
+            let mut t = self.table();
+            let Some(d) = t.domains.get_mut(&id) else {
+                let _ = child.start_kill();
+                return Err("the domain was destroyed while starting".into());
+            };
+            d.starts += 1;
+            let now = Instant::now();
+            d.recent_starts.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+            d.recent_starts.push(now);
+            d.state = if paused { DomainState::Paused } else { DomainState::Running };
+            d.life = Some(Life {
+                generation: u64::from(d.starts),
+                pid,
+                started: now,
+                control: control.clone(),
+                backends,
+                devices,
+                exited: exited_rx,
+            });
+            u64::from(d.starts)
+        };
+        tracing::info!("domain {} (id {id}) started: hypervisor pid {pid}", spec.name);
+
+        let daemon = self.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            // The control task ends at EOF; give it a moment to deliver the
+            // `ended` event the process sent just before exiting.
+            let _ = tokio::time::timeout(Duration::from_secs(2), control_task).await;
+            let _ = exited_tx.send(true);
+            let event = control.ended.lock().expect("no panics while holding it").take();
+            daemon.life_ended(id, generation, status, event).await;
+        });
+        Ok(())
+    }
+
+    /// A domain's process ended: classify, report, act.
+    async fn life_ended(
+        self: &Arc<Self>,
+        id: u32,
+        generation: u64,
+        status: std::io::Result<std::process::ExitStatus>,
+        event: Option<ControlEvent>,
+    ) {
+        let (kind, reason) = classify(status, event);
+        let action = {
+            let mut t = self.table();
+            let Some(d) = t.domains.get_mut(&id) else { return };
+            if d.life.as_ref().map(|l| l.generation) != Some(generation) {
+                return; // destroyed or already replaced
+            }
+            let life = d.life.take().expect("checked above");
+            drop(life.backends); // stops them
+            tracing::info!("domain {} (id {id}) ended: {reason}", d.spec.name);
+            d.last_end = Some(reason.clone());
+            let mut action = match kind {
+                EndKind::Poweroff => d.spec.on_poweroff,
+                EndKind::Reboot => d.spec.on_reboot,
+                EndKind::Crash => d.spec.on_crash,
+            };
+            if d.reboot_requested && kind == EndKind::Poweroff {
+                action = Action::Restart;
+            }
+            d.reboot_requested = false;
+            if action == Action::Restart && d.recent_starts.len() as u32 >= MAX_RESTARTS {
+                tracing::warn!("domain {} restarted {MAX_RESTARTS} times within a minute; leaving it shut down", d.spec.name);
+                d.last_end = Some(format!("{reason}; not restarted: {MAX_RESTARTS} restarts within a minute"));
+                action = Action::Preserve;
+            }
+            match action {
+                Action::Restart => d.state = DomainState::Restarting,
+                Action::Preserve => {
+                    d.state = DomainState::Shutdown;
+                    let _ = d.ended.send(Some(d.last_end.clone().unwrap_or_default()));
+                }
+                Action::Destroy => {}
+            }
+            action
+        };
+        match action {
+            Action::Destroy => self.forget(id),
+            Action::Preserve => {}
+            Action::Restart => {
+                if let Err(e) = self.start_life(id, false).await {
+                    tracing::warn!("domain id {id}: restarting failed: {e}");
+                    let mut t = self.table();
+                    if let Some(d) = t.domains.get_mut(&id) {
+                        d.state = DomainState::Shutdown;
+                        d.last_end = Some(format!("{reason}; restarting failed: {e}"));
+                        let _ = d.ended.send(d.last_end.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// `destroy`: kill the process, free everything.
+    pub async fn destroy(&self, domain: &str) -> Result<String, String> {
+        let (id, name, life) = {
+            let mut t = self.table();
+            let id = Self::resolve(&t, domain)?;
+            let d = t.domains.get_mut(&id).expect("resolved");
+            d.last_end = Some("destroyed".into());
+            (id, d.spec.name.clone(), d.life.take())
+        };
+        if let Some(mut life) = life {
+            kill(life.pid);
+            let _ = tokio::time::timeout(Duration::from_secs(10), life.exited.wait_for(|gone| *gone)).await;
+            drop(life.backends);
+        }
+        self.forget(id);
+        Ok(format!("domain {name} (id {id}) destroyed."))
+    }
+
+    fn control_of(&self, domain: &str) -> Result<(u32, String, ControlHandle), String> {
+        let t = self.table();
+        let id = Self::resolve(&t, domain)?;
+        let d = &t.domains[&id];
+        let life = d.life.as_ref().ok_or_else(|| format!("domain {} is not running ({:?}).", d.spec.name, d.state))?;
+        Ok((id, d.spec.name.clone(), life.control.clone()))
+    }
+
+    /// `pause` / `unpause`.
+    pub async fn set_paused(&self, domain: &str, paused: bool) -> Result<String, String> {
+        let (id, name, control) = self.control_of(domain)?;
+        let request = if paused { ControlRequest::Pause } else { ControlRequest::Unpause };
+        control.call(request, CONTROL_TIMEOUT).await?;
+        if let Some(d) = self.table().domains.get_mut(&id) {
+            d.state = if paused { DomainState::Paused } else { DomainState::Running };
+        }
+        Ok(format!("domain {name} {}.", if paused { "paused" } else { "unpaused" }))
+    }
+
+    /// `shutdown` / `reboot`: the ACPI power button; a reboot restarts the
+    /// domain once it has powered off.
+    pub async fn request_shutdown(&self, domain: &str, reboot: bool, wait: Option<Duration>) -> Result<String, String> {
+        let (id, name, control) = self.control_of(domain)?;
+        let mut ended = {
+            let mut t = self.table();
+            let d = t.domains.get_mut(&id).ok_or("the domain disappeared")?;
+            d.reboot_requested = reboot;
+            d.ended.subscribe()
+        };
+        ended.borrow_and_update();
+        control.send(if reboot { ControlRequest::Reboot } else { ControlRequest::Shutdown })?;
+        let verb = if reboot { "reboot" } else { "shutdown" };
+        let Some(timeout) = wait else {
+            return Ok(format!("domain {name}: {verb} requested (ACPI power button)."));
+        };
+        match tokio::time::timeout(timeout, ended.changed()).await {
+            Ok(_) => {
+                let why = ended.borrow().clone().unwrap_or_default();
+                Ok(format!("domain {name} has shut down: {why}."))
+            }
+            Err(_) => Err(format!(
+                "domain {name} did not shut down within {} s of the {verb} request (does its kernel handle the ACPI power button?).",
+                timeout.as_secs()
+            )),
+        }
+    }
+
+    /// `list`.
+    pub fn list(&self) -> Vec<DomainInfo> {
+        let t = self.table();
+        t.domains
+            .values()
+            .map(|d| DomainInfo {
+                id: d.id,
+                name: d.spec.name.clone(),
+                state: d.state,
+                memory_mib: d.spec.memory_mib,
+                vcpus: d.spec.vcpus,
+                pid: d.life.as_ref().map(|l| l.pid),
+                uptime_s: d.life.as_ref().map_or(0, |l| l.started.elapsed().as_secs()),
+                starts: d.starts,
+                last_end: d.last_end.clone(),
+                devices: d.life.as_ref().map(|l| l.devices.clone()).unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// RAM of the domains that have a process.
+    pub fn memory_in_use_mib(&self) -> u64 {
+        self.table().domains.values().filter(|d| d.life.is_some()).map(|d| d.spec.memory_mib).sum()
+    }
+
+    /// `top`: one stats call per running domain, rates since the previous
+    /// `top`.
+    pub async fn top(&self) -> Vec<DomainTop> {
+        let targets: Vec<(u32, ControlHandle)> = {
+            let t = self.table();
+            t.domains.values().filter_map(|d| d.life.as_ref().map(|l| (d.id, l.control.clone()))).collect()
+        };
+        let mut stats = HashMap::new();
+        for (id, control) in targets {
+            if let Ok(ControlEvent::Stats(s)) = control.call(ControlRequest::Stats, CONTROL_TIMEOUT).await {
+                stats.insert(id, s);
+            }
+        }
+        let now = Instant::now();
+        let mut t = self.table();
+        t.domains
+            .values_mut()
+            .map(|d| {
+                let s = stats.get(&d.id);
+                let io: u64 = d.life.as_ref().map_or(0, |l| l.backends.iter().map(|b| b.stats().requests).sum());
+                let (ns, exits) = s.map_or((0, 0), |s| (s.vcpu_time_ns, s.exits));
+                let (cpu, exits_ps, io_ps) = match (d.sample, s) {
+                    (Some((at, ns0, ex0, io0)), Some(_)) => {
+                        let dt = now.duration_since(at).as_secs_f64().max(1e-3);
+                        (
+                            ns.saturating_sub(ns0) as f64 / 1e9 / dt * 100.0,
+                            exits.saturating_sub(ex0) as f64 / dt,
+                            io.saturating_sub(io0) as f64 / dt,
+                        )
+                    }
+                    _ => (0.0, 0.0, 0.0),
+                };
+                if s.is_some() {
+                    d.sample = Some((now, ns, exits, io));
+                }
+                DomainTop {
+                    id: d.id,
+                    name: d.spec.name.clone(),
+                    state: d.state,
+                    vcpus: d.spec.vcpus,
+                    vcpu_time_s: ns as f64 / 1e9,
+                    cpu_percent: cpu,
+                    memory_mib: d.spec.memory_mib,
+                    rss_mib: s.map_or(0.0, |s| s.rss_bytes as f64 / (1 << 20) as f64),
+                    exits,
+                    exits_per_s: exits_ps,
+                    io_requests: io,
+                    io_requests_per_s: io_ps,
+                }
+            })
+            .collect()
+    }
+
+    /// The console backend of a running domain, and a receiver that turns
+    /// true when the domain's process is gone.
+    pub fn console_of(&self, domain: &str) -> Result<(String, backends::ConsoleHandle, watch::Receiver<bool>), String> {
+        let t = self.table();
+        let id = Self::resolve(&t, domain)?;
+        let d = &t.domains[&id];
+        let life = d.life.as_ref().ok_or_else(|| format!("domain {} is not running.", d.spec.name))?;
+        let console = life.backends.iter().find_map(|b| b.console()).ok_or("the domain has no console device.")?;
+        Ok((d.spec.name.clone(), console, life.exited.clone()))
+    }
+
+    /// Kills every domain (the daemon is stopping).
+    pub fn kill_all(&self) {
+        let t = self.table();
+        for d in t.domains.values() {
+            if let Some(l) = &d.life {
+                kill(l.pid);
+            }
+        }
+    }
+}
+
+fn classify(status: std::io::Result<std::process::ExitStatus>, event: Option<ControlEvent>) -> (EndKind, String) {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(ControlEvent::Ended { reason, exit_code, detail }) = event {
+        let kind = match reason.as_str() {
+            "poweroff" => EndKind::Poweroff,
+            "reboot" => EndKind::Reboot,
+            "guest-exit" if exit_code == 0 => EndKind::Poweroff,
+            _ => EndKind::Crash,
+        };
+        let text = if detail.is_empty() { reason } else { format!("{reason}: {detail}") };
+        return (kind, text);
+    }
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (_, Some(sig)) => (EndKind::Crash, format!("killed: the hypervisor process died of signal {sig}")),
+            (Some(code), _) => (EndKind::Crash, format!("crash: the hypervisor process exited with code {code} without reporting why")),
+            _ => (EndKind::Crash, "crash: the hypervisor process ended".into()),
+        },
+        Err(e) => (EndKind::Crash, format!("crash: waiting for the hypervisor process failed: {e}")),
+    }
+}
+
+fn kill(pid: u32) {
+    if pid == 0 {
+        return;
+    }
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// The control socket's number in the hypervisor process.
+pub const CHILD_CONTROL_FD: i32 = 3;
+
+/// Makes `fd` the child's [`CHILD_CONTROL_FD`].
+#[allow(unsafe_code)]
+fn pass_fd(cmd: &mut tokio::process::Command, fd: OwnedFd) {
+    let raw = fd.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls dup2 (async-signal-safe). `fd` is moved into the closure, so
+    // the descriptor stays open in the parent until `cmd` is dropped.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _keep = &fd;
+            // dup2 clears FD_CLOEXEC on the new descriptor; if raw already
+            // is CHILD_CONTROL_FD, clear the flag by hand.
+            if raw == CHILD_CONTROL_FD {
+                if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(raw, CHILD_CONTROL_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unexplained_end_is_a_crash_and_a_signal_is_named() {
+        use std::os::unix::process::ExitStatusExt;
+        let (k, why) = classify(Ok(std::process::ExitStatus::from_raw(9)), None);
+        assert_eq!(k, EndKind::Crash);
+        assert!(why.contains("signal 9"), "{why}");
+        let ended = ControlEvent::Ended { reason: "reboot".into(), exit_code: 0, detail: String::new() };
+        assert_eq!(classify(Ok(std::process::ExitStatus::from_raw(0)), Some(ended)).0, EndKind::Reboot);
+        let exit = ControlEvent::Ended { reason: "guest-exit".into(), exit_code: 0, detail: "status 0".into() };
+        assert_eq!(classify(Ok(std::process::ExitStatus::from_raw(0)), Some(exit)).0, EndKind::Poweroff);
+    }
+}

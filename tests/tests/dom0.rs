@@ -1,0 +1,232 @@
+//! The dom0 CLI and daemon end to end, with the freestanding test guest on
+//! this host's KVM: lifecycle commands, crash reporting, bad input.
+
+use std::time::Duration;
+
+use systests::dom0::Dom0;
+use systests::kvm_usable;
+
+/// A test-guest workload that keeps the domain running for a long time.
+const LONG_RUNNING: &str = "workload=compute iterations=1000000000000000";
+
+fn id_of(d: &serde_json::Value) -> u64 {
+    d["id"].as_u64().expect("domains have numeric IDs")
+}
+
+#[test]
+fn list_pause_destroy_and_a_killed_hypervisor_is_reported() {
+    if !kvm_usable() {
+        eprintln!("skipped: /dev/kvm is not usable");
+        return;
+    }
+    let dom0 = Dom0::new("lifecycle");
+    let a = dom0.testguest_config("alpha", LONG_RUNNING, "");
+    // beta keeps its record when it crashes, so the report can be read.
+    let b = dom0.testguest_config("beta", LONG_RUNNING, "on_crash = \"preserve\"");
+    let created = dom0.ok(&["create", a.to_str().unwrap()]);
+    assert!(created.stdout.contains("domain alpha created"), "{}", created.explain());
+    dom0.ok(&["create", b.to_str().unwrap()]);
+
+    let list = dom0.wait_for("both domains running", Duration::from_secs(20), |l| {
+        l.len() == 2 && l.iter().all(|d| d["state"] == "running" && d["pid"].is_u64())
+    });
+    assert!(list.iter().all(|d| d["devices"].as_array().is_some_and(|v| v.iter().any(|x| x == "console"))), "{list:#?}");
+    let text = dom0.ok(&["list"]).stdout;
+    assert!(text.contains("alpha") && text.contains("beta") && text.contains("running"), "{text}");
+
+    // A second domain of the same name is refused.
+    let dup = dom0.cli(&["create", a.to_str().unwrap()]);
+    assert_eq!(dup.code, Some(1), "{}", dup.explain());
+    assert!(dup.stderr.contains("already exists"), "{}", dup.explain());
+
+    // pause / unpause.
+    dom0.ok(&["pause", "alpha"]);
+    assert_eq!(dom0.domain("alpha").unwrap()["state"], "paused");
+    dom0.ok(&["unpause", "alpha"]);
+    assert_eq!(dom0.domain("alpha").unwrap()["state"], "running");
+
+    // top: one refresh, machine-readable; vCPU time and memory are there.
+    let top = dom0.ok(&["top", "-n", "1", "-d", "0.5", "--json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(top.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", top.stdout));
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for r in &rows {
+        assert!(r["vcpu_time_s"].as_f64().unwrap() > 0.0, "{r:#?}");
+        assert_eq!(r["memory_mib"], 64);
+        assert!(r["rss_mib"].as_f64().unwrap() > 0.0, "{r:#?}");
+    }
+
+    // info names the backend.
+    let info = dom0.ok(&["info"]).stdout;
+    assert!(info.contains("backend:") && info.contains("domains:            2"), "{info}");
+
+    // destroy alpha: beta keeps running.
+    let alpha_id = id_of(&dom0.domain("alpha").unwrap());
+    dom0.ok(&["destroy", "alpha"]);
+    assert!(dom0.domain("alpha").is_none());
+    assert!(!dom0.run_dir().join("domains").join(alpha_id.to_string()).exists(), "the domain's files are removed");
+    let beta = dom0.domain("beta").unwrap();
+    assert_eq!(beta["state"], "running");
+
+    // kill -9 of beta's hypervisor process: dom0 notices and says so.
+    let pid = beta["pid"].as_u64().unwrap();
+    let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    assert!(killed.success());
+    let list = dom0.wait_for("beta's death to be noticed", Duration::from_secs(10), |l| {
+        l.iter().any(|d| d["name"] == "beta" && d["state"] == "shutdown")
+    });
+    let beta = list.iter().find(|d| d["name"] == "beta").unwrap();
+    let why = beta["last_end"].as_str().unwrap_or_default();
+    assert!(why.contains("killed") && why.contains("signal 9"), "{beta:#?}");
+    dom0.ok(&["destroy", "beta"]);
+    assert!(dom0.list().is_empty());
+}
+
+#[test]
+fn bad_configurations_and_names_get_clear_errors() {
+    let dom0 = Dom0::new("errors");
+    let bad = dom0.file("bad.cfg", b"name = \"x\"\nmemory = 64\nkernel = \"/nonexistent\"\nvcpu = 2\n");
+    let r = dom0.cli(&["create", bad.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{}", r.explain());
+    assert!(r.stderr.contains("bad.cfg:4:1"), "the error points at the line and column: {}", r.explain());
+    let r = dom0.cli(&["destroy", "nobody"]);
+    assert_eq!(r.code, Some(1), "{}", r.explain());
+    assert!(r.stderr.contains("no domain called"), "{}", r.explain());
+    let r = dom0.cli(&["create"]);
+    assert_eq!(r.code, Some(2), "usage errors exit 2: {}", r.explain());
+}
+
+/// Waits until domain `name` has shut down (it was configured to be kept)
+/// and returns its serial console log.
+fn finished_log(dom0: &Dom0, name: &str, limit: Duration) -> String {
+    let list = dom0.wait_for(&format!("{name} to finish"), limit, |l| {
+        l.iter().any(|d| d["name"] == name && d["state"] == "shutdown")
+    });
+    let d = list.iter().find(|d| d["name"] == name).unwrap();
+    dom0.serial_log(id_of(d))
+}
+
+/// A raw disk image of `mib` MiB of zeros.
+fn disk_image(dom0: &Dom0, name: &str, mib: usize) -> std::path::PathBuf {
+    dom0.file(name, &vec![0u8; mib << 20])
+}
+
+#[test]
+fn a_disk_written_and_flushed_in_one_life_is_there_after_destroy_and_recreate() {
+    if !kvm_usable() {
+        eprintln!("skipped: /dev/kvm is not usable");
+        return;
+    }
+    let dom0 = Dom0::new("disk");
+    let img = disk_image(&dom0, "disk.img", 1);
+    let disk = format!("disk = [ 'format=raw, vdev=xvda, access=rw, target={}' ]\non_poweroff = \"preserve\"", img.display());
+    let cfg = dom0.testguest_config("writer", "workload=virtio-blk blk.write=42 blk.sectors=64", &disk);
+    dom0.ok(&["create", cfg.to_str().unwrap()]);
+    let log = finished_log(&dom0, "writer", Duration::from_secs(30));
+    assert!(log.contains("VIRTIO-BLK PASS"), "{log}");
+    dom0.ok(&["destroy", "writer"]);
+
+    // The bytes are in the image file itself, as the guest wrote them.
+    let bytes = std::fs::read(&img).unwrap();
+    assert!(frontends::virtio::pattern::check(42, 0, &bytes[..64 * 512]).is_ok(), "the image holds the guest's pattern");
+
+    // A new domain with the same disk, read-only this time, reads them back
+    // and cannot write.
+    let disk = format!("disk = [ '{},raw,xvda,r' ]\non_poweroff = \"preserve\"", img.display());
+    let cfg = dom0.testguest_config("reader", "workload=virtio-blk blk.verify=42 blk.sectors=64", &disk);
+    dom0.ok(&["create", cfg.to_str().unwrap()]);
+    let log = finished_log(&dom0, "reader", Duration::from_secs(30));
+    assert!(log.contains("VIRTIO-BLK PASS"), "{log}");
+    dom0.ok(&["destroy", "reader"]);
+    let cfg = dom0.testguest_config("ro", "workload=virtio-blk blk.expect-ro", &disk);
+    dom0.ok(&["create", cfg.to_str().unwrap()]);
+    let log = finished_log(&dom0, "ro", Duration::from_secs(30));
+    assert!(log.contains("VIRTIO-BLK PASS"), "{log}");
+    assert_eq!(std::fs::read(&img).unwrap(), bytes, "a read-only disk is never written");
+}
+
+#[test]
+fn two_domains_exchange_frames_through_the_dom0_switch() {
+    if !kvm_usable() {
+        eprintln!("skipped: /dev/kvm is not usable");
+        return;
+    }
+    let dom0 = Dom0::new("switch");
+    let keep = "on_poweroff = \"preserve\"";
+    let pong = dom0.testguest_config(
+        "pong",
+        "workload=virtio-net net.role=pong net.count=50",
+        &format!("vif = [ 'switch=lan, mac=02:00:00:00:00:02' ]\n{keep}"),
+    );
+    let ping = dom0.testguest_config(
+        "ping",
+        "workload=virtio-net net.role=ping net.peer=02:00:00:00:00:02 net.count=50",
+        &format!("vif = [ 'switch=lan, mac=02:00:00:00:00:01' ]\n{keep}"),
+    );
+    dom0.ok(&["create", pong.to_str().unwrap()]);
+    dom0.ok(&["create", ping.to_str().unwrap()]);
+    let log = finished_log(&dom0, "ping", Duration::from_secs(60));
+    assert!(log.contains("VIRTIO-NET PASS ping: 50 echoes"), "{log}");
+    let log = finished_log(&dom0, "pong", Duration::from_secs(30));
+    assert!(log.contains("VIRTIO-NET PASS pong"), "{log}");
+}
+
+#[test]
+fn the_console_command_shows_the_guest_and_sends_it_input() {
+    if !kvm_usable() {
+        eprintln!("skipped: /dev/kvm is not usable");
+        return;
+    }
+    let dom0 = Dom0::new("console");
+    let cfg = dom0.testguest_config("talker", "workload=virtio-console console.name=talker console.wait-ms=30000", "");
+    dom0.ok(&["create", cfg.to_str().unwrap()]);
+    // `console` with a script's input: the line goes to the guest, whose
+    // echo comes back; the command ends when the domain does.
+    let r = dom0.cli_with_input(&["console", "talker"], Some(b"hello from the test\n"));
+    assert_eq!(r.code, Some(0), "{}", r.explain());
+    assert!(r.stdout.contains("SPLITPV-VCONSOLE hello from talker"), "{}", r.explain());
+    assert!(r.stdout.contains("SPLITPV-VCONSOLE echo: hello from the test"), "{}", r.explain());
+}
+
+#[test]
+fn hostile_rings_are_refused_and_dom0_keeps_serving_another_domain() {
+    if !kvm_usable() {
+        eprintln!("skipped: /dev/kvm is not usable");
+        return;
+    }
+    let dom0 = Dom0::new("hostile");
+    let keep = "on_poweroff = \"preserve\"\non_crash = \"preserve\"";
+    let bad_img = disk_image(&dom0, "hostile.img", 1);
+    let good_img = disk_image(&dom0, "good.img", 1);
+    let hostile = dom0.testguest_config(
+        "hostile",
+        "workload=virtio-hostile",
+        &format!("disk = [ '{},raw,xvda,w' ]\n{keep}", bad_img.display()),
+    );
+    let good = dom0.testguest_config(
+        "good",
+        "workload=virtio-blk blk.write=7 blk.sectors=256",
+        &format!("disk = [ '{},raw,xvda,w' ]\n{keep}", good_img.display()),
+    );
+    dom0.ok(&["create", hostile.to_str().unwrap()]);
+    dom0.ok(&["create", good.to_str().unwrap()]);
+    let log = finished_log(&dom0, "hostile", Duration::from_secs(60));
+    assert!(log.contains("VIRTIO-HOSTILE PASS"), "{log}");
+    for case in ["desc-outside-ram", "chain-loop", "chain-too-long", "data-wrong-direction", "status-not-writable", "queue-outside-ram"] {
+        assert!(log.contains(&format!("VIRTIO-HOSTILE {case}:")), "{case} missing:\n{log}");
+    }
+    let log = finished_log(&dom0, "good", Duration::from_secs(60));
+    assert!(log.contains("VIRTIO-BLK PASS"), "{log}");
+    // The hostile guest's disk holds nothing it did not write legitimately
+    // outside the image: the image is still exactly 1 MiB.
+    assert_eq!(std::fs::metadata(&bad_img).unwrap().len(), 1 << 20);
+    // dom0 still answers and serves a new domain on the same switch of
+    // disks.
+    let again = dom0.testguest_config(
+        "again",
+        "workload=virtio-blk blk.verify=7 blk.sectors=256",
+        &format!("disk = [ '{},raw,xvda,r' ]\n{keep}", good_img.display()),
+    );
+    dom0.ok(&["create", again.to_str().unwrap()]);
+    let log = finished_log(&dom0, "again", Duration::from_secs(60));
+    assert!(log.contains("VIRTIO-BLK PASS"), "{log}");
+}
