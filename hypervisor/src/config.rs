@@ -4,7 +4,9 @@
 //! any KVM object exists, so that a bad value is a sentence and not a failed
 //! ioctl.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use thiserror::Error;
 
@@ -37,6 +39,77 @@ pub struct DomainConfig {
     pub vcpus: u32,
     /// Where the console output is logged, besides stdout.
     pub console_log: Option<PathBuf>,
+    /// Split-driver devices, in slot order: device `i` gets virtio-mmio
+    /// slot `i` (see [`pvabi::virtio`]).
+    pub devices: Vec<VirtioDeviceConfig>,
+}
+
+/// What kind of virtio device a slot holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    /// virtio-blk (device ID 2).
+    Blk,
+    /// virtio-net (device ID 1).
+    Net,
+    /// virtio-console (device ID 3).
+    Console,
+}
+
+impl DeviceKind {
+    /// The virtio device ID.
+    pub fn device_id(self) -> u32 {
+        match self {
+            DeviceKind::Net => 1,
+            DeviceKind::Blk => 2,
+            DeviceKind::Console => 3,
+        }
+    }
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Blk => "blk",
+            DeviceKind::Net => "net",
+            DeviceKind::Console => "console",
+        }
+    }
+}
+
+impl fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One split-driver device: its kind and the vhost-user socket of the dom0
+/// backend that implements it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtioDeviceConfig {
+    /// Kind of device.
+    pub kind: DeviceKind,
+    /// The backend's vhost-user socket (the hypervisor connects to it).
+    pub socket: PathBuf,
+}
+
+impl FromStr for VirtioDeviceConfig {
+    type Err = ConfigError;
+
+    /// Parses `KIND:SOCKET`, as in `--device blk:/run/splitpv/web.blk.sock`.
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = || ConfigError::DeviceSyntax(s.to_string());
+        let (kind, socket) = s.split_once(':').ok_or_else(bad)?;
+        let kind = match kind {
+            "blk" => DeviceKind::Blk,
+            "net" => DeviceKind::Net,
+            "console" => DeviceKind::Console,
+            _ => return Err(bad()),
+        };
+        if socket.is_empty() {
+            return Err(bad());
+        }
+        Ok(VirtioDeviceConfig { kind, socket: PathBuf::from(socket) })
+    }
 }
 
 /// A configuration value that cannot be used.
@@ -62,7 +135,24 @@ pub enum ConfigError {
     /// Command line with a NUL byte or other control character.
     #[error("the command line contains a control character at byte {0}; only printable text is passed to the guest")]
     CmdlineControlCharacter(usize),
+    /// More devices than there are virtio-mmio slots.
+    #[error("{0} devices were given; a domain has at most {max} virtio devices", max = pvabi::virtio::MAX_DEVICES)]
+    TooManyDevices(usize),
+    /// A `--device` value that is not `KIND:SOCKET`.
+    #[error("device {0:?} is not valid: write KIND:SOCKET with KIND one of blk, net, console, and SOCKET the path of the backend's vhost-user socket")]
+    DeviceSyntax(String),
+    /// A device socket path that cannot be a Unix socket address.
+    #[error("the socket path of device {index} ({path:?}) is not usable: it must be non-empty, without NUL bytes, and at most 107 bytes long")]
+    DeviceSocketPath {
+        /// Slot.
+        index: usize,
+        /// The path.
+        path: PathBuf,
+    },
 }
+
+/// Longest Unix socket path (sun_path holds 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
 
 impl DomainConfig {
     /// Checks every field; the first problem found is returned.
@@ -81,6 +171,16 @@ impl DomainConfig {
         }
         if let Some(pos) = self.cmdline.bytes().position(|b| b.is_ascii_control()) {
             return Err(ConfigError::CmdlineControlCharacter(pos));
+        }
+        if self.devices.len() > pvabi::virtio::MAX_DEVICES as usize {
+            return Err(ConfigError::TooManyDevices(self.devices.len()));
+        }
+        for (index, d) in self.devices.iter().enumerate() {
+            use std::os::unix::ffi::OsStrExt;
+            let bytes = d.socket.as_os_str().as_bytes();
+            if bytes.is_empty() || bytes.len() > MAX_SOCKET_PATH || bytes.contains(&0) {
+                return Err(ConfigError::DeviceSocketPath { index, path: d.socket.clone() });
+            }
         }
         Ok(())
     }
@@ -118,6 +218,7 @@ mod tests {
             memory_mib: 64,
             vcpus: 2,
             console_log: None,
+            devices: Vec::new(),
         }
     }
 
@@ -162,5 +263,28 @@ mod tests {
         assert_eq!(fits.validate(), Ok(()));
         let nul = DomainConfig { cmdline: "a\0b".into(), ..good() };
         assert_eq!(nul.validate(), Err(ConfigError::CmdlineControlCharacter(1)));
+    }
+
+    #[test]
+    fn devices_parse_and_are_checked() {
+        let d: VirtioDeviceConfig = "blk:/run/a.sock".parse().unwrap();
+        assert_eq!(d, VirtioDeviceConfig { kind: DeviceKind::Blk, socket: "/run/a.sock".into() });
+        assert_eq!("net:rel/b".parse::<VirtioDeviceConfig>().unwrap().kind, DeviceKind::Net);
+        assert_eq!("console:/c:d".parse::<VirtioDeviceConfig>().unwrap().socket, PathBuf::from("/c:d"));
+        for bad in ["blk", "blk:", "disk:/x", ":/x", ""] {
+            assert_eq!(bad.parse::<VirtioDeviceConfig>(), Err(ConfigError::DeviceSyntax(bad.into())), "{bad:?}");
+        }
+        let dev = |p: &str| VirtioDeviceConfig { kind: DeviceKind::Console, socket: p.into() };
+        let max = pvabi::virtio::MAX_DEVICES as usize;
+        let c = DomainConfig { devices: vec![dev("/s"); max], ..good() };
+        assert_eq!(c.validate(), Ok(()));
+        let c = DomainConfig { devices: vec![dev("/s"); max + 1], ..good() };
+        assert_eq!(c.validate(), Err(ConfigError::TooManyDevices(max + 1)));
+        let long = format!("/{}", "s".repeat(MAX_SOCKET_PATH));
+        let c = DomainConfig { devices: vec![dev("/s"), dev(&long)], ..good() };
+        assert_eq!(c.validate(), Err(ConfigError::DeviceSocketPath { index: 1, path: long.into() }));
+        assert_eq!(DeviceKind::Blk.device_id(), 2);
+        assert_eq!(DeviceKind::Net.device_id(), 1);
+        assert_eq!(DeviceKind::Console.device_id(), 3);
     }
 }

@@ -19,6 +19,11 @@ use thiserror::Error;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::freestanding::{BootError, FreestandingBoot};
+use crate::config::DeviceKind;
+use crate::control::DomainStats;
+use crate::devices::ged::Ged;
+use crate::devices::vhost_user::{self, BackendError, BackendWatcher, VhostUserBackend, VhostUserDevice};
+use crate::devices::virtio_mmio::{self, EmptySlot, Transport, VirtioMmio, QUEUE_MAX_SIZE};
 use crate::boot::linux::{self, LinuxBoot, LinuxBootError, LinuxFormat};
 use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::cmos::Cmos;
@@ -33,7 +38,7 @@ use crate::devices::serial::{ConsoleSink, SerialPort};
 use crate::devices::{Bus, BusError};
 use crate::vstate::memory::{GuestRam, MemoryError};
 use crate::vstate::stats::StatsFd;
-use crate::vstate::vcpu::{self, Crash, Vcpu, VcpuCounters, VcpuEnd, VcpuError, VcpuShared};
+use crate::vstate::vcpu::{self, Crash, PauseGate, Vcpu, VcpuCounters, VcpuEnd, VcpuError, VcpuShared};
 use crate::vstate::vm::{Vm, VmError};
 
 /// Largest kernel image we read (freestanding guests are far smaller).
@@ -101,6 +106,19 @@ pub enum DomainError {
     /// Device setup.
     #[error("creating an eventfd for a device failed: {0}")]
     EventFd(std::io::Error),
+    /// A device's backend could not be reached or refused the handshake.
+    #[error("device {index} ({kind}) could not be connected to its backend: {source}")]
+    Device {
+        /// Slot.
+        index: u32,
+        /// Kind.
+        kind: DeviceKind,
+        /// Cause.
+        source: BackendError,
+    },
+    /// The backend watcher thread could not start.
+    #[error("starting the thread that watches the device backends failed: {0}")]
+    Watcher(std::io::Error),
     /// Thread creation.
     #[error("starting the thread of vCPU {index} failed: {source}")]
     Thread {
@@ -144,6 +162,19 @@ impl DomainEnd {
             DomainEnd::Crashed(_) | DomainEnd::GuestPanic(_) | DomainEnd::AllHalted => EXIT_CODE_CRASHED,
             DomainEnd::TimedOut(_) => EXIT_CODE_TIMEOUT,
             DomainEnd::Stopped => EXIT_CODE_STOPPED,
+        }
+    }
+
+    /// The reason as dom0 sees it in `hypervisor::control::ControlEvent::Ended`:
+    /// `guest-exit`, `poweroff`, `reboot`, `crash`, `timeout` or `stopped`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DomainEnd::GuestExit(_) => "guest-exit",
+            DomainEnd::Poweroff => "poweroff",
+            DomainEnd::Reboot => "reboot",
+            DomainEnd::Crashed(_) | DomainEnd::GuestPanic(_) | DomainEnd::AllHalted => "crash",
+            DomainEnd::TimedOut(_) => "timeout",
+            DomainEnd::Stopped => "stopped",
         }
     }
 
@@ -269,15 +300,120 @@ impl GuestKind {
     }
 }
 
+/// A request to a domain from outside could not be carried out.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ControlError {
+    /// The domain has ended.
+    #[error("the domain is not running any more")]
+    Ended,
+    /// Some vCPU did not stop in time.
+    #[error("the vCPUs did not all stop within {0:?} (a vCPU may be stuck in a device request); they will stop when they can")]
+    PauseTimeout(Duration),
+}
+
+/// How long [`DomainControl::pause`] waits for the vCPUs to stop.
+pub const PAUSE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Controls a domain from another thread (dom0's control channel): pause,
+/// resume, the power button, statistics.
+#[derive(Clone)]
+pub struct DomainControl {
+    pause: Arc<PauseGate>,
+    ged: Arc<Mutex<Ged>>,
+    stats: Arc<Vec<Option<StatsFd>>>,
+    vcpus: u32,
+    memory_bytes: u64,
+    reboot_requested: Arc<AtomicBool>,
+    ended: Arc<AtomicBool>,
+}
+
+impl DomainControl {
+    fn check_running(&self) -> Result<(), ControlError> {
+        if self.ended.load(Ordering::Acquire) {
+            return Err(ControlError::Ended);
+        }
+        Ok(())
+    }
+
+    /// Stops every vCPU from running guest code; returns once they all
+    /// have stopped.
+    pub fn pause(&self) -> Result<(), ControlError> {
+        self.check_running()?;
+        if self.pause.pause(PAUSE_PATIENCE) {
+            Ok(())
+        } else {
+            Err(ControlError::PauseTimeout(PAUSE_PATIENCE))
+        }
+    }
+
+    /// Lets the vCPUs run again.
+    pub fn unpause(&self) -> Result<(), ControlError> {
+        self.check_running()?;
+        self.pause.resume();
+        Ok(())
+    }
+
+    /// Whether the domain is paused.
+    pub fn is_paused(&self) -> bool {
+        self.pause.is_paused()
+    }
+
+    /// Asks the guest to shut down: presses the power button.
+    pub fn request_shutdown(&self) -> Result<(), ControlError> {
+        self.check_running()?;
+        self.ged.lock().unwrap_or_else(|p| p.into_inner()).press_power_button();
+        Ok(())
+    }
+
+    /// Asks the guest to shut down so that dom0 can start it again: the
+    /// same power button, remembered so the end reports "reboot requested".
+    pub fn request_reboot(&self) -> Result<(), ControlError> {
+        self.check_running()?;
+        self.reboot_requested.store(true, Ordering::Release);
+        self.request_shutdown()
+    }
+
+    /// Whether a reboot was requested.
+    pub fn reboot_requested(&self) -> bool {
+        self.reboot_requested.load(Ordering::Acquire)
+    }
+
+    /// Current statistics.
+    pub fn stats(&self) -> DomainStats {
+        let vcpu_time_ns = self.pause.thread_ids().into_iter().filter_map(vcpu::thread_cpu_time_ns).sum();
+        let exits = self
+            .stats
+            .iter()
+            .flatten()
+            .filter_map(|s| s.read().ok())
+            .filter_map(|v| v.into_iter().find(|(n, _)| n == "exits").map(|(_, x)| x))
+            .sum();
+        DomainStats { vcpus: self.vcpus, vcpu_time_ns, exits, memory_bytes: self.memory_bytes, rss_bytes: rss_bytes().unwrap_or(0) }
+    }
+}
+
+/// This process's resident set (guest RAM it touched included).
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
 /// A built domain, ready to run.
 pub struct Domain {
     config: DomainConfig,
     backend: HostBackend,
     kind: GuestKind,
     console_tail: ConsoleTail,
-    // Field order is drop order: vCPUs and the VM go before the RAM they map.
+    // Field order is drop order: the backend watcher (which holds the
+    // vhost-user sockets open) first; vCPUs and the VM before the RAM they
+    // map.
+    _watcher: Option<BackendWatcher>,
+    virtio: Vec<Arc<Mutex<VhostUserDevice>>>,
     vcpus: Vec<Vcpu>,
-    stats: Vec<Option<StatsFd>>,
+    stats: Arc<Vec<Option<StatsFd>>>,
     vm: Vm,
     ram: GuestRam,
     pio: Arc<Bus>,
@@ -285,6 +421,10 @@ pub struct Domain {
     serial: Arc<Mutex<SerialPort>>,
     pv: Arc<PvDomain>,
     balloon: Arc<Balloon>,
+    ged: Arc<Mutex<Ged>>,
+    pause: Arc<PauseGate>,
+    reboot_requested: Arc<AtomicBool>,
+    ended: Arc<AtomicBool>,
     events: (crossbeam_channel::Sender<Event>, crossbeam_channel::Receiver<Event>),
 }
 
@@ -342,6 +482,7 @@ impl Domain {
                 cmdline: &config.cmdline,
                 ram: ram.ranges(),
                 vcpu_count: config.vcpus,
+                virtio_slots: &(0..config.devices.len() as u32).collect::<Vec<_>>(),
             }
             .load(ram.memory())?,
         };
@@ -415,22 +556,62 @@ impl Domain {
             pio.insert(u64::from(ACPI_PM_BASE), u64::from(ACPI_PM_LEN), Arc::new(Mutex::new(AcpiPm)))?;
         }
 
+        let mut mmio = Bus::new();
+        let ged_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(DomainError::EventFd)?;
+        if irqchip {
+            vm.register_irqfd(&ged_irq, pvabi::power::GED_IRQ)?;
+        }
+        let ged = Arc::new(Mutex::new(Ged::new(ged_irq)));
+        mmio.insert(pvabi::power::GED_MMIO_BASE, pvabi::power::GED_MMIO_LEN, ged.clone())?;
+        let (virtio, watcher) = attach_virtio_devices(config, &vm, &ram, irqchip, &mut mmio)?;
+
         Ok(Domain {
             config: config.clone(),
             backend,
             kind,
             console_tail,
+            _watcher: watcher,
+            virtio,
             vcpus,
-            stats,
+            stats: Arc::new(stats),
             vm,
             ram,
             pio: Arc::new(pio),
-            mmio: Arc::new(Bus::new()),
+            mmio: Arc::new(mmio),
             serial,
             pv,
             balloon: Arc::new(Balloon::default()),
+            ged,
+            pause: Arc::new(PauseGate::new(config.vcpus as usize)),
+            reboot_requested: Arc::new(AtomicBool::new(false)),
+            ended: Arc::new(AtomicBool::new(false)),
             events: crossbeam_channel::unbounded(),
         })
+    }
+
+    /// A handle to pause, resume, shut down and query the domain from
+    /// another thread.
+    pub fn control(&self) -> DomainControl {
+        DomainControl {
+            pause: self.pause.clone(),
+            ged: self.ged.clone(),
+            stats: self.stats.clone(),
+            vcpus: self.config.vcpus,
+            memory_bytes: self.config.memory_bytes(),
+            reboot_requested: self.reboot_requested.clone(),
+            ended: self.ended.clone(),
+        }
+    }
+
+    /// The domain's MMIO bus (tests drive device registers through it, as
+    /// a vCPU would).
+    pub fn mmio_bus(&self) -> &Bus {
+        &self.mmio
+    }
+
+    /// The virtio devices, in slot order.
+    pub fn virtio_devices(&self) -> &[Arc<Mutex<VhostUserDevice>>] {
+        &self.virtio
     }
 
     /// A handle that stops the domain once it runs.
@@ -472,7 +653,14 @@ impl Domain {
     pub fn run(mut self, options: RunOptions) -> Result<RunReport, DomainError> {
         vcpu::install_kick_handler()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let shared = VcpuShared { pv: self.pv.clone(), balloon: self.balloon.clone(), pio: self.pio.clone(), mmio: self.mmio.clone(), stop: stop.clone() };
+        let shared = VcpuShared {
+            pv: self.pv.clone(),
+            balloon: self.balloon.clone(),
+            pio: self.pio.clone(),
+            mmio: self.mmio.clone(),
+            stop: stop.clone(),
+            pause: self.pause.clone(),
+        };
         let (tx, rx) = (self.events.0.clone(), self.events.1.clone());
         let counters: Vec<Arc<VcpuCounters>> = self.vcpus.iter().map(Vcpu::counters).collect();
         let started = Instant::now();
@@ -544,6 +732,8 @@ impl Domain {
         });
 
         stop.store(true, Ordering::Release);
+        self.ended.store(true, Ordering::Release);
+        self.pause.release();
         for t in &threads {
             // SAFETY: pthread_kill on a thread we spawned and have not
             // joined yet; the kick signal's handler is installed.
@@ -579,6 +769,48 @@ impl Domain {
             elapsed,
         })
     }
+}
+
+/// Puts a virtio-mmio transport in every slot: an [`EmptySlot`] where the
+/// configuration has no device, else a device connected to its backend,
+/// with its kick eventfds registered as KVM ioeventfds on the slot's
+/// QueueNotify register and its call eventfd as an irqfd on the slot's GSI
+/// (with an interrupt controller). Starts the [`BackendWatcher`].
+#[allow(clippy::type_complexity)]
+fn attach_virtio_devices(
+    config: &DomainConfig,
+    vm: &Vm,
+    ram: &GuestRam,
+    irqchip: bool,
+    mmio: &mut Bus,
+) -> Result<(Vec<Arc<Mutex<VhostUserDevice>>>, Option<BackendWatcher>), DomainError> {
+    use virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
+    let wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(DomainError::EventFd)?);
+    let mut devices = Vec::new();
+    for slot in 0..pvabi::virtio::MAX_DEVICES {
+        let addr = virtio_mmio::slot_address(slot);
+        let Some(d) = config.devices.get(slot as usize) else {
+            mmio.insert(addr, pvabi::virtio::MMIO_STRIDE, Arc::new(Mutex::new(EmptySlot)))?;
+            continue;
+        };
+        let conn = vhost_user::connect(&d.socket, d.kind).map_err(|source| DomainError::Device { index: slot, kind: d.kind, source })?;
+        let kicks = (0..conn.queues).map(|_| EventFd::new(libc::EFD_NONBLOCK)).collect::<Result<Vec<_>, _>>().map_err(DomainError::EventFd)?;
+        for (q, kick) in kicks.iter().enumerate() {
+            vm.register_mmio_ioeventfd(kick, addr + u64::from(VIRTIO_MMIO_QUEUE_NOTIFY), q as u32)?;
+        }
+        let call = EventFd::new(libc::EFD_NONBLOCK).map_err(DomainError::EventFd)?;
+        if irqchip {
+            vm.register_irqfd(&call, virtio_mmio::slot_gsi(slot))?;
+        }
+        tracing::info!(slot, kind = %d.kind, socket = %d.socket.display(), features = format_args!("{:#x}", conn.features), queues = conn.queues, "virtio device connected to its backend");
+        let transport = Transport::new(slot, d.kind.device_id(), conn.features, conn.queues, QUEUE_MAX_SIZE, ram.ranges().to_vec(), conn.config.clone());
+        let backend = VhostUserBackend::new(d.clone(), conn, ram.memory().clone(), kicks, call, wake.clone());
+        let device = Arc::new(Mutex::new(VirtioMmio::new(transport, backend)));
+        mmio.insert(addr, pvabi::virtio::MMIO_STRIDE, device.clone())?;
+        devices.push(device);
+    }
+    let watcher = if devices.is_empty() { None } else { Some(BackendWatcher::spawn(devices.clone(), wake).map_err(DomainError::Watcher)?) };
+    Ok((devices, watcher))
 }
 
 /// How often [`wait_for_end`] calls its tick.

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use hypervisor::backend;
-use hypervisor::config::DomainConfig;
+use hypervisor::config::{DomainConfig, VirtioDeviceConfig};
+use hypervisor::control::{ControlChannel, ControlEvent};
 use hypervisor::domain::{Domain, DomainEnd, DomainError, RunOptions, RunReport};
 use pvabi::cpuid::HostBackend;
 use pvabi::exit_status::EXIT_CODE_HOST_ERROR;
@@ -65,6 +66,19 @@ struct RunArgs {
     /// start the domain again from its kernel.
     #[arg(long, value_enum, default_value_t = OnReboot::Stop)]
     on_reboot: OnReboot,
+    /// A split-driver device served by a dom0 vhost-user backend:
+    /// KIND:SOCKET with KIND blk, net or console. Repeatable; the n-th
+    /// device gets virtio-mmio slot n (at most 8).
+    #[arg(long = "device", value_name = "KIND:SOCKET")]
+    devices: Vec<VirtioDeviceConfig>,
+    /// An inherited, connected Unix stream socket for dom0's control
+    /// channel (newline-delimited JSON; see hypervisor::control).
+    #[arg(long, value_name = "FD")]
+    control_fd: Option<i32>,
+    /// Build the domain and start it paused: its vCPUs wait for an
+    /// `unpause` on the control channel.
+    #[arg(long, requires = "control_fd")]
+    paused: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -243,6 +257,7 @@ fn run(args: RunArgs) -> ExitCode {
         memory_mib: args.mem,
         vcpus: args.vcpus,
         console_log,
+        devices: args.devices,
     };
     let timeout = match args.timeout {
         Some(t) if t.is_finite() && t > 0.0 && t < 1e9 => Some(Duration::from_secs_f64(t)),
@@ -252,7 +267,24 @@ fn run(args: RunArgs) -> ExitCode {
         }
         None => None,
     };
+    let control = match args.control_fd.map(ControlChannel::from_fd).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hypervisor: --control-fd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let send = |event: ControlEvent| {
+        if let Some(c) = &control {
+            c.send(&event);
+        }
+    };
+    let ended_with_error = |code: u8, detail: String| {
+        send(ControlEvent::Ended { reason: "error".into(), exit_code: i32::from(code), detail });
+        ExitCode::from(code)
+    };
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let mut start_paused = args.paused;
     loop {
         let domain = match Domain::build(&config, detection.backend) {
             Ok(d) => d,
@@ -260,7 +292,7 @@ fn run(args: RunArgs) -> ExitCode {
                 eprintln!("hypervisor: domain {:?} could not be built: {e}", config.name);
                 // A bad value on the command line is a usage error, like clap's.
                 let code = if matches!(e, DomainError::Config(_)) { 2 } else { EXIT_CODE_HOST_ERROR as u8 };
-                return ExitCode::from(code);
+                return ended_with_error(code, format!("the domain could not be built: {e}"));
             }
         };
         eprintln!(
@@ -281,14 +313,27 @@ fn run(args: RunArgs) -> ExitCode {
             );
         }
         spawn_console_input(&domain);
+        let domain_control = domain.control();
+        if std::mem::take(&mut start_paused) {
+            // No vCPU runs yet: this returns at once and they park as
+            // they start.
+            let _ = domain_control.pause();
+        }
+        if let Some(c) = &control {
+            c.attach(domain_control.clone());
+        }
+        send(ControlEvent::Started { pid: std::process::id(), backend: detection.backend.name().into() });
         let _raw = interactive.then(RawTerminal::enter);
         let report = match domain.run(RunOptions { timeout }) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("hypervisor: domain {:?} could not run: {e}", config.name);
-                return ExitCode::from(EXIT_CODE_HOST_ERROR as u8);
+                return ended_with_error(EXIT_CODE_HOST_ERROR as u8, format!("the domain could not run: {e}"));
             }
         };
+        if let Some(c) = &control {
+            c.detach();
+        }
         drop(_raw);
         if args.stats {
             print_stats(&report);
@@ -298,6 +343,12 @@ fn run(args: RunArgs) -> ExitCode {
             eprintln!("hypervisor: restarting domain {:?} (--on-reboot restart)", config.name);
             continue;
         }
+        let detail = if matches!(report.end, DomainEnd::Poweroff) && domain_control.reboot_requested() {
+            "reboot requested".to_string()
+        } else {
+            report.end.to_string()
+        };
+        send(ControlEvent::Ended { reason: report.end.reason().into(), exit_code: report.end.exit_code(), detail });
         return ExitCode::from(report.end.exit_code() as u8);
     }
 }

@@ -54,6 +54,12 @@ fn bad_arguments_are_usage_errors() {
         (vec!["run", "--kernel", k, "--timeout=0"], "not a positive number"),
         (vec!["run", "--kernel", k, "--timeout=-3"], "not a positive number"),
         (vec!["run", "--kernel", k, "--mem", "lots"], "invalid value 'lots'"),
+        (vec!["run", "--kernel", k, "--device", "disk:/run/x.sock"], "device \"disk:/run/x.sock\" is not valid"),
+        (vec!["run", "--kernel", k, "--device", "blk"], "KIND:SOCKET"),
+        (
+            vec!["run", "--kernel", k, "--device", "blk:/a", "--device", "blk:/a", "--device", "blk:/a", "--device", "blk:/a", "--device", "blk:/a", "--device", "blk:/a", "--device", "blk:/a", "--device", "blk:/a", "--device", "blk:/a"],
+            "at most 8 virtio devices",
+        ),
         (vec!["run"], "--kernel"),
         (vec!["frobnicate"], "unrecognized subcommand"),
     ] {

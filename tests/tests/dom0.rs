@@ -230,3 +230,45 @@ fn hostile_rings_are_refused_and_dom0_keeps_serving_another_domain() {
     let log = finished_log(&dom0, "again", Duration::from_secs(60));
     assert!(log.contains("VIRTIO-BLK PASS"), "{log}");
 }
+
+#[test]
+fn shutdown_presses_the_power_button_and_reboot_starts_the_domain_again() {
+    if !kvm_usable() {
+        eprintln!("skipped: /dev/kvm is not usable");
+        return;
+    }
+    let dom0 = Dom0::new("power");
+    let keep = "on_poweroff = \"preserve\"";
+    let cfg = dom0.testguest_config("button", "workload=power-button", keep);
+    // -p: created paused; it only starts waiting once unpaused.
+    let r = dom0.ok(&["create", "-p", cfg.to_str().unwrap()]);
+    assert!(r.stdout.contains("paused"), "{}", r.explain());
+    assert_eq!(dom0.domain("button").unwrap()["state"], "paused");
+    dom0.ok(&["unpause", "button"]);
+
+    // reboot: the guest powers off on the button, dom0 starts it again.
+    let r = dom0.ok(&["reboot", "button"]);
+    assert!(r.stdout.contains("reboot requested"), "{}", r.explain());
+    let list = dom0.wait_for("the second life", Duration::from_secs(20), |l| {
+        l.iter().any(|d| d["name"] == "button" && d["starts"] == 2 && d["state"] == "running")
+    });
+    let d = list.iter().find(|d| d["name"] == "button").unwrap();
+    assert!(d["last_end"].as_str().unwrap().starts_with("poweroff"), "{d:#?}");
+
+    // shutdown -w: answers once the domain has ended.
+    let r = dom0.ok(&["shutdown", "-w", "--timeout", "30", "button"]);
+    assert!(r.stdout.contains("has shut down: poweroff"), "{}", r.explain());
+    let d = dom0.domain("button").unwrap();
+    assert_eq!(d["state"], "shutdown", "{d:#?}");
+    let log = dom0.serial_log(id_of(&d));
+    assert!(log.contains("power button pressed"), "{log}");
+
+    // A guest that ignores the button: shutdown -w gives up with a clear
+    // error and the domain keeps running.
+    let deaf = dom0.testguest_config("deaf", LONG_RUNNING, "");
+    dom0.ok(&["create", deaf.to_str().unwrap()]);
+    let r = dom0.cli(&["shutdown", "-w", "--timeout", "2", "deaf"]);
+    assert_eq!(r.code, Some(1), "{}", r.explain());
+    assert!(r.stderr.contains("did not shut down within 2 s"), "{}", r.explain());
+    assert_eq!(dom0.domain("deaf").unwrap()["state"], "running");
+}

@@ -8,7 +8,8 @@
 //! for the next life of the domain.
 //!
 //! Layout: `chain` (descriptor chains as checked buffer lists), `queue`
-//! (the event-idx processing loop), `blk`, `net`, `console` (request logic,
+//! (the event-idx processing loop), `blk`, `null` (a blk device with
+//! nothing behind it, for benchmarks), `net`, `console` (request logic,
 //! testable against `virtio_queue::mock`), `switch`, `tap`, and `vhost`
 //! (the vhost-user-backend plumbing).
 //!
@@ -31,6 +32,7 @@ mod chain;
 mod console;
 mod device;
 mod net;
+mod null;
 mod queue;
 mod switch;
 mod tap;
@@ -85,6 +87,21 @@ pub enum BackendSpec {
         /// system refuses for alignment (EINVAL) is retried through the
         /// page cache.
         direct: bool,
+    },
+    /// A null virtio-blk device: every well-formed request completes at
+    /// once with status OK, no file behind it (for ring benchmarks). The
+    /// driver sees a writable blk device with the real one's limits.
+    Null {
+        /// The capacity it reports, in bytes (rounded down to sectors).
+        capacity_bytes: u64,
+        /// Copy the data as a memory-speed disk would (a read zero-fills
+        /// the driver's buffers, a write reads them); otherwise only the
+        /// status byte is written.
+        touch_data: bool,
+        /// After the queue runs dry, keep polling it this long with
+        /// notifications off before sleeping on the kick eventfd (zero:
+        /// sleep at once, as the other devices do).
+        poll: std::time::Duration,
     },
     /// virtio-net.
     Net {
@@ -309,6 +326,15 @@ pub fn start(spec: BackendSpec, socket_path: &Path) -> Result<RunningBackend, Ba
                 .map_err(|source| BackendError::Image { path, source })?;
             device::Device::Blk(disk)
         }
+        BackendSpec::Null {
+            capacity_bytes,
+            touch_data,
+            poll,
+        } => device::Device::Null(null::NullDisk::new(
+            null::sectors(capacity_bytes),
+            touch_data,
+            poll,
+        )),
         BackendSpec::Net { mac, port } => {
             let port = match port {
                 NetPort::Tap { name, bridge } => {

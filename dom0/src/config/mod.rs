@@ -8,7 +8,7 @@
 //! [`parse_str`], [`parse_file`] and [`parse_file_with_overrides`] do both.
 //!
 //! Every error is a [`ConfigError`] that displays as `FILE:LINE:COLUMN:
-//! message`. CONFIG.md (beside this crate's Cargo.toml) lists the keys and
+//! message`. docs/dom0.md ("Configuration files") lists the keys and
 //! how they compare with xl.
 
 mod disk;

@@ -22,7 +22,7 @@ use crate::protocol::{DomainInfo, DomainState, DomainTop};
 const MAX_RESTARTS: u32 = 10;
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
 /// How long a control request may take.
-const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(12);
 
 /// The daemon's shared state.
 pub struct Daemon {
@@ -312,7 +312,16 @@ impl Daemon {
         status: std::io::Result<std::process::ExitStatus>,
         event: Option<ControlEvent>,
     ) {
-        let (kind, reason) = classify(status, event);
+        let explained = event.is_some();
+        let (kind, mut reason) = classify(status, event);
+        if !explained {
+            // The process said nothing on the control channel (a usage
+            // error, a crash of the hypervisor itself): its last words are
+            // in its log, which a destroy would remove.
+            if let Some(tail) = log_tail(&self.paths.domain_dir(id).join("hypervisor.log")) {
+                reason = format!("{reason}; its log ends with: {tail}");
+            }
+        }
         let action = {
             let mut t = self.table();
             let Some(d) = t.domains.get_mut(&id) else { return };
@@ -549,6 +558,13 @@ fn classify(status: std::io::Result<std::process::ExitStatus>, event: Option<Con
         },
         Err(e) => (EndKind::Crash, format!("crash: waiting for the hypervisor process failed: {e}")),
     }
+}
+
+/// The last non-empty line of a log, if any (at most 300 characters).
+fn log_tail(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
+    Some(line.chars().take(300).collect())
 }
 
 fn kill(pid: u32) {

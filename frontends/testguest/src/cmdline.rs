@@ -37,10 +37,14 @@ pub enum Workload {
     VirtioConsole,
     VirtioHostile,
     VirtioBench,
+    IoLoop,
+    PvNull,
+    PvPagingBench,
+    PowerButton,
 }
 
 impl Workload {
-    const ALL: [(&'static str, Workload); 21] = [
+    const ALL: [(&'static str, Workload); 25] = [
         ("banner", Workload::Banner),
         ("compute", Workload::Compute),
         ("triple-fault", Workload::TripleFault),
@@ -62,6 +66,10 @@ impl Workload {
         ("virtio-console", Workload::VirtioConsole),
         ("virtio-hostile", Workload::VirtioHostile),
         ("virtio-bench", Workload::VirtioBench),
+        ("io-loop", Workload::IoLoop),
+        ("pv-null", Workload::PvNull),
+        ("pv-paging-bench", Workload::PvPagingBench),
+        ("power-button", Workload::PowerButton),
     ];
 
     fn from_name(name: &[u8]) -> Option<Workload> {

@@ -12,6 +12,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod arch;
+mod bench;
 mod cmdline;
 mod console;
 mod directpaging;
@@ -346,6 +347,27 @@ fn run_workload(options: &cmdline::Options<'_>, boot: &BootParameters, vif_regis
         Workload::PvBasic => pv::basic(boot),
         Workload::PvHostile => pv::hostile(boot),
         Workload::PvConsole => pv::console_workload(),
+        Workload::PowerButton => {
+            // dom0's `shutdown` presses the ACPI power button: the GED
+            // event register reads (and clears) bit 0. Poll it every ~10 ms
+            // (each read is an MMIO exit) and power off like a guest that
+            // honours the button.
+            println!("testguest: waiting for the power button");
+            let register = pvabi::power::GED_MMIO_BASE as *const u32;
+            loop {
+                // SAFETY: the identity map covers the MMIO hole (uncached),
+                // and the hypervisor backs this register.
+                let events = unsafe { core::ptr::read_volatile(register) };
+                if events & pvabi::power::EVENT_POWER_BUTTON != 0 {
+                    println!("testguest: power button pressed; powering off");
+                    pv::shutdown(sched::REASON_POWEROFF)
+                }
+                let start = arch::rdtsc();
+                while arch::rdtsc().wrapping_sub(start) < 20_000_000 {
+                    core::hint::spin_loop();
+                }
+            }
+        }
         Workload::PvPoweroff => pv::shutdown(sched::REASON_POWEROFF),
         Workload::PvReboot => pv::shutdown(sched::REASON_REBOOT),
         Workload::PvCrash => pv::shutdown(sched::REASON_CRASH),
@@ -357,6 +379,9 @@ fn run_workload(options: &cmdline::Options<'_>, boot: &BootParameters, vif_regis
         Workload::VirtioConsole => virtio(virtio::Mode::Console),
         Workload::VirtioHostile => virtio(virtio::Mode::Hostile),
         Workload::VirtioBench => virtio(virtio::Mode::Bench),
+        Workload::IoLoop => bench::io_loop(iterations, vif_registered),
+        Workload::PvNull => bench::null_hypercall(iterations, vif_registered),
+        Workload::PvPagingBench => directpaging::update_bench(iterations, vif_registered),
     }
 }
 

@@ -9,6 +9,12 @@
 //! turns into "powered off" and "reboot". The MADT describes the vCPUs
 //! (this is how SMP is announced; no MP table) and the I/O APIC.
 //!
+//! The DSDT describes the devices Linux cannot probe: one `LNRO0005`
+//! (virtio-mmio) device per used slot of [`pvabi::virtio`], as Firecracker
+//! describes its virtio-mmio devices on x86, and the Generic Event Device
+//! (`ACPI0013`) with the power button (`PNP0C0C`) it notifies when the host
+//! asks for a shutdown (see [`crate::devices::ged`]).
+//!
 //! Tables (built with rust-vmm's acpi_tables) are placed in the reserved
 //! BIOS area at [`ACPI_BASE`]; the RSDP address is passed to Linux in
 //! boot_params / hvm_start_info, so no scanning is needed.
@@ -88,13 +94,74 @@ fn align16(x: u64) -> u64 {
     (x + 15) & !15
 }
 
+/// A virtio-mmio device: `_HID` LNRO0005, `_UID` its slot, its register
+/// page and its interrupt (edge-triggered, active high, exclusive).
+fn virtio_device(slot: u32) -> Vec<u8> {
+    let path = format!("_SB_.V{slot:03}");
+    let base = u32::try_from(crate::devices::virtio_mmio::slot_address(slot)).expect("the slots are below 4 GiB");
+    let mem = aml::Memory32Fixed::new(true, base, pvabi::virtio::MMIO_STRIDE as u32);
+    let irq = aml::Interrupt::new(true, true, false, false, crate::devices::virtio_mmio::slot_gsi(slot));
+    let crs = aml::ResourceTemplate::new(vec![&mem, &irq]);
+    bytes(&aml::Device::new(
+        path.as_str().into(),
+        vec![&aml::Name::new("_HID".into(), &"LNRO0005"), &aml::Name::new("_UID".into(), &slot), &aml::Name::new("_CRS".into(), &crs)],
+    ))
+}
+
+/// The power button and the Generic Event Device whose `_EVT` reads the
+/// event register and notifies the button (as cloud-hypervisor does).
+fn power_devices() -> Vec<u8> {
+    use pvabi::power::{EVENT_POWER_BUTTON, GED_IRQ, GED_MMIO_BASE};
+    let mut out = bytes(&aml::Device::new(
+        "_SB_.PWRB".into(),
+        vec![&aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0C0C")), &aml::Name::new("_UID".into(), &aml::ZERO)],
+    ));
+    let irq = aml::Interrupt::new(true, true, false, false, GED_IRQ);
+    let crs = aml::ResourceTemplate::new(vec![&irq]);
+    let base = GED_MMIO_BASE as usize;
+    let region = aml::OpRegion::new("GDST".into(), aml::OpRegionSpace::SystemMemory, &base, &1usize);
+    let field = aml::Field::new(
+        "GDST".into(),
+        aml::FieldAccessType::Byte,
+        aml::FieldLockRule::NoLock,
+        aml::FieldUpdateRule::WriteAsZeroes,
+        vec![aml::FieldEntry::Named(*b"GDAT", 8)],
+    );
+    let button = EVENT_POWER_BUTTON as usize;
+    let gdat = aml::Path::new("GDAT");
+    let read = aml::Store::new(&aml::Local(0), &gdat);
+    let mask = aml::And::new(&aml::Local(1), &aml::Local(0), &button);
+    let pressed = aml::Equal::new(&aml::Local(1), &button);
+    let pwrb = aml::Path::new("\\_SB_.PWRB");
+    let notify = aml::Notify::new(&pwrb, &0x80usize);
+    let then = aml::If::new(&pressed, vec![&notify]);
+    let evt = aml::Method::new("_EVT".into(), 1, true, vec![&read, &mask, &then]);
+    out.extend(bytes(&aml::Device::new(
+        "_SB_.GED_".into(),
+        vec![
+            &aml::Name::new("_HID".into(), &"ACPI0013"),
+            &aml::Name::new("_UID".into(), &aml::ZERO),
+            &aml::Name::new("_CRS".into(), &crs),
+            &region,
+            &field,
+            &evt,
+        ],
+    )));
+    out
+}
+
 /// The tables laid out from [`ACPI_BASE`]: (guest-physical address, bytes),
-/// RSDP first.
-pub fn build(vcpu_count: u32) -> Vec<(u64, Vec<u8>)> {
-    // DSDT: only the _S5_ object; devices are announced elsewhere.
+/// RSDP first. `virtio_slots` are the virtio-mmio slots with a device.
+pub fn build(vcpu_count: u32, virtio_slots: &[u32]) -> Vec<(u64, Vec<u8>)> {
+    // DSDT: the _S5_ object, the virtio-mmio devices, the power button
+    // and its event device.
     let mut dsdt = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE, OEM_REVISION);
     let s5 = aml::Name::new("_S5_".into(), &aml::Package::new(vec![&ACPI_S5_SLP_TYP]));
     dsdt.append_slice(&bytes(&s5));
+    for &slot in virtio_slots {
+        dsdt.append_slice(&virtio_device(slot));
+    }
+    dsdt.append_slice(&power_devices());
     dsdt.append_slice(&com1_device());
 
     let mut madt = MADT::new(OEM_ID, OEM_TABLE, OEM_REVISION, LocalInterruptController::Address(LAPIC_ADDR));
@@ -158,7 +225,7 @@ mod tests {
 
     #[test]
     fn tables_are_well_formed() {
-        let t = build(4);
+        let t = build(4, &[0, 1, 2]);
         let (rsdp_at, rsdp) = &t[0];
         assert_eq!(*rsdp_at, ACPI_BASE);
         assert_eq!(&rsdp[..8], b"RSD PTR ");
@@ -205,5 +272,58 @@ mod tests {
         // COM1 is a PNP0501 device (EISA ID 0x0105d041 little-endian).
         assert!(d.windows(4).any(|w| w == b"COM1"));
         assert!(d.windows(4).any(|w| w == [0x41, 0xd0, 0x05, 0x01]), "PNP0501 _HID");
+    }
+
+    fn count(hay: &[u8], needle: &[u8]) -> usize {
+        hay.windows(needle.len()).filter(|w| *w == needle).count()
+    }
+
+    /// Memory32Fixed (read/write) and Extended Interrupt (consumer, edge,
+    /// active high, exclusive) descriptors, as ACPI encodes them.
+    fn descriptors(base: u32, len: u32, gsi: u32) -> (Vec<u8>, Vec<u8>) {
+        let mut mem = vec![0x86, 9, 0, 1];
+        mem.extend(base.to_le_bytes());
+        mem.extend(len.to_le_bytes());
+        let mut irq = vec![0x89, 6, 0, 0b0011, 1];
+        irq.extend(gsi.to_le_bytes());
+        (mem, irq)
+    }
+
+    #[test]
+    fn the_dsdt_describes_the_used_virtio_slots() {
+        let t = build(1, &[0, 5]);
+        let (_, d) = t.iter().find(|(_, b)| &b[..4] == b"DSDT").unwrap().clone();
+        assert_eq!(sum(&d), 0);
+        assert_eq!(count(&d, b"LNRO0005\0"), 2, "one device per used slot");
+        for slot in 0..pvabi::virtio::MAX_DEVICES {
+            let base = (pvabi::virtio::MMIO_BASE + u64::from(slot) * pvabi::virtio::MMIO_STRIDE) as u32;
+            let (mem, irq) = descriptors(base, 0x1000, pvabi::virtio::IRQ_BASE + slot);
+            let used = [0, 5].contains(&slot);
+            assert_eq!(count(&d, &mem), usize::from(used), "slot {slot} registers");
+            assert_eq!(count(&d, &irq), usize::from(used), "slot {slot} interrupt");
+            assert_eq!(count(&d, format!("V{slot:03}").as_bytes()), usize::from(used), "slot {slot} device name");
+        }
+        // A device without slots has no virtio devices, and still the power button.
+        let (_, d0) = build(1, &[]).into_iter().find(|(_, b)| &b[..4] == b"DSDT").unwrap();
+        assert_eq!(count(&d0, b"LNRO0005"), 0);
+        assert_eq!(count(&d0, b"ACPI0013"), 1);
+    }
+
+    #[test]
+    fn the_dsdt_has_the_power_button_and_its_event_device() {
+        let (_, d) = build(2, &[]).into_iter().find(|(_, b)| &b[..4] == b"DSDT").unwrap();
+        assert_eq!(count(&d, b"ACPI0013\0"), 1);
+        assert_eq!(count(&d, &bytes(&aml::EISAName::new("PNP0C0C"))), 1);
+        let (_, irq) = descriptors(0, 0, pvabi::power::GED_IRQ);
+        assert_eq!(count(&d, &irq), 1, "the GED interrupt");
+        assert_eq!(count(&d, &(pvabi::power::GED_MMIO_BASE as u32).to_le_bytes()), 1, "the event register's address");
+        for name in [b"_EVT", b"GDAT", b"PWRB", b"GED_"] {
+            assert!(count(&d, name) >= 1, "{}", String::from_utf8_lossy(name));
+        }
+        // Notify (opcode 0x86) of \_SB_.PWRB with 0x80 (a byte constant).
+        let mut notify = vec![0x86, b'\\', 0x2e];
+        notify.extend(b"_SB_PWRB");
+        notify.extend([0x0a, 0x80]);
+        assert_eq!(count(&d, &notify), 1, "_EVT notifies the power button");
     }
 }

@@ -200,7 +200,7 @@ mod tests {
         let last: u64 = m.read_obj(GuestAddress(BOOT_PML4 + 6 * PAGE - 8)).unwrap();
         assert_eq!(last & !0xfff, BOOT_MAP_SIZE - HUGE_2M);
         // The boot structures end below the start info.
-        assert!(BOOT_PML4 + 6 * PAGE <= START_INFO);
+        const { assert!(BOOT_PML4 + 6 * PAGE <= START_INFO) };
     }
 
     #[test]

@@ -157,6 +157,8 @@ pub struct LinuxBoot<'a> {
     pub ram: &'a [RamRange],
     /// Number of vCPUs (for the MADT).
     pub vcpu_count: u32,
+    /// The virtio-mmio slots with a device (for the DSDT).
+    pub virtio_slots: &'a [u32],
 }
 
 impl LinuxBoot<'_> {
@@ -173,7 +175,7 @@ impl LinuxBoot<'_> {
         let mut cmdline = self.cmdline.as_bytes().to_vec();
         cmdline.push(0);
         mem.write_slice(&cmdline, GuestAddress(CMDLINE))?;
-        for (addr, table) in acpi::build(self.vcpu_count) {
+        for (addr, table) in acpi::build(self.vcpu_count, self.virtio_slots) {
             mem.write_slice(&table, GuestAddress(addr))?;
         }
         let [tss_lo, tss_hi] = tss_descriptor(BOOT_TSS);
@@ -196,8 +198,8 @@ impl LinuxBoot<'_> {
 
     fn load_bzimage<M: GuestMemoryBackend>(&self, mem: &M) -> Result<EntryState, LinuxBootError> {
         let loaded = BzImage::load(mem, None, &mut Cursor::new(self.image), Some(GuestAddress(HIMEM_START)))?;
-        let mut params = boot_params::default();
-        params.hdr = loaded.setup_header.ok_or(linux_loader::loader::Error::Bzimage(linux_loader::loader::bzimage::Error::InvalidBzImage))?;
+        let hdr = loaded.setup_header.ok_or(linux_loader::loader::Error::Bzimage(linux_loader::loader::bzimage::Error::InvalidBzImage))?;
+        let mut params = boot_params { hdr, ..Default::default() };
         if params.hdr.xloadflags & XLF_KERNEL_64 == 0 {
             return Err(LinuxBootError::No64BitEntry);
         }
@@ -280,7 +282,7 @@ mod tests {
         let ram: u64 = m.iter().filter(|e| e.2 == E820_RAM).map(|e| e.1).sum();
         assert_eq!(ram + HIMEM_START - EBDA_START, 6 << 30);
         // The ACPI tables sit in the reserved hole.
-        assert!(acpi::ACPI_BASE >= EBDA_START && acpi::ACPI_BASE + acpi::ACPI_MAX <= HIMEM_START);
+        const { assert!(acpi::ACPI_BASE >= EBDA_START && acpi::ACPI_BASE + acpi::ACPI_MAX <= HIMEM_START) };
     }
 
     #[test]

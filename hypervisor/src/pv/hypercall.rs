@@ -334,9 +334,10 @@ fn paging(ctx: &mut CallContext<'_>, nr: u32, args: [u64; 5]) -> Outcome {
             tracing::error!("vCPUs {late:?} did not flush their TLBs in time");
         }
     };
-    let mut mem = mmu::GuestTables::new(pv.memory(), &mut flush_all);
-    let out = if nr == MMU_UPDATE { table.mmu_update_in_guest(&mut mem, list, count) } else { table.mmuext_op_in_guest(&mut mem, vcpu, list, count) };
-    drop(mem);
+    let out = {
+        let mut mem = mmu::GuestTables::new(pv.memory(), &mut flush_all);
+        if nr == MMU_UPDATE { table.mmu_update_in_guest(&mut mem, list, count) } else { table.mmuext_op_in_guest(&mut mem, vcpu, list, count) }
+    };
     drop(table);
     let e = out.effects;
     // A shadow MMU never saw our writes to the guest's tables: make it

@@ -247,15 +247,16 @@ mod tests {
         let ram = crate::vstate::memory::GuestRam::new(c"mmu-test", 8 << 20).unwrap();
         let mut flushed = 0;
         let mut flush = || flushed += 1;
-        let mut t = GuestTables::new(ram.memory(), &mut flush);
-        t.write_u64(0x20_0008, 0x1234_5007).unwrap();
-        assert_eq!(t.read_u64(0x20_0008).unwrap(), 0x1234_5007);
-        assert_eq!(t.compare_exchange_u64(0x20_0008, 0x1234_5007, 0x1234_5067).unwrap(), 0x1234_5007);
-        assert_eq!(t.compare_exchange_u64(0x20_0008, 0, 9).unwrap(), 0x1234_5067, "a failed exchange reports the current value");
-        assert!(t.write_u64(0x20_0004, 0).is_err(), "misaligned");
-        assert!(t.read_u64(0xD000_0000).is_err(), "not RAM");
-        t.flush_tlbs();
-        drop(t);
+        {
+            let mut t = GuestTables::new(ram.memory(), &mut flush);
+            t.write_u64(0x20_0008, 0x1234_5007).unwrap();
+            assert_eq!(t.read_u64(0x20_0008).unwrap(), 0x1234_5007);
+            assert_eq!(t.compare_exchange_u64(0x20_0008, 0x1234_5007, 0x1234_5067).unwrap(), 0x1234_5007);
+            assert_eq!(t.compare_exchange_u64(0x20_0008, 0, 9).unwrap(), 0x1234_5067, "a failed exchange reports the current value");
+            assert!(t.write_u64(0x20_0004, 0).is_err(), "misaligned");
+            assert!(t.read_u64(0xD000_0000).is_err(), "not RAM");
+            t.flush_tlbs();
+        }
         assert_eq!(flushed, 1);
     }
 }

@@ -6,8 +6,9 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Once};
+use std::time::{Duration, Instant};
 
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_run, CpuId, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
 use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd, VmFd};
@@ -123,7 +124,9 @@ pub struct Crash {
     /// What happened.
     pub kind: CrashKind,
     /// Registers at the time, if they could be read.
-    pub registers: Option<RegisterDump>,
+    /// (Boxed: a register dump is large, and crashes travel in enums that
+    /// are otherwise small.)
+    pub registers: Option<Box<RegisterDump>>,
 }
 
 impl fmt::Display for Crash {
@@ -203,6 +206,140 @@ pub struct VcpuShared {
     pub mmio: Arc<Bus>,
     /// Set when the domain is ending.
     pub stop: Arc<AtomicBool>,
+    /// Pauses and resumes the vCPUs.
+    pub pause: Arc<PauseGate>,
+}
+
+/// How often a paused vCPU wakes to serve TLB shootdowns of vCPUs that are
+/// not paused yet.
+const PAUSED_POLL: Duration = Duration::from_millis(20);
+
+/// Pausing and resuming a domain's vCPUs: a paused vCPU thread does not
+/// enter KVM_RUN; it waits on a condition variable until the domain is
+/// resumed or ends. Pausing kicks every vCPU out of KVM_RUN (the kick
+/// signal sets `immediate_exit`) and waits until each running vCPU is
+/// parked.
+#[derive(Default)]
+pub struct PauseGate {
+    requested: AtomicBool,
+    state: Mutex<PauseState>,
+    changed: Condvar,
+    /// vCPU loops that run (between the start and the end of
+    /// [`Vcpu::run`]).
+    running: AtomicUsize,
+    /// Kernel thread IDs of the vCPU threads, for kicks and CPU time (0
+    /// until the thread starts).
+    tids: Mutex<Vec<Arc<AtomicI32>>>,
+}
+
+#[derive(Default)]
+struct PauseState {
+    paused: bool,
+    parked: usize,
+    released: bool,
+}
+
+impl PauseGate {
+    /// A gate for `vcpus` vCPUs.
+    pub fn new(vcpus: usize) -> PauseGate {
+        PauseGate { tids: Mutex::new((0..vcpus).map(|_| Arc::new(AtomicI32::new(0))).collect()), ..PauseGate::default() }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PauseState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the vCPUs are asked to stay paused.
+    pub fn is_paused(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    /// The kernel thread IDs of the vCPU threads that have started.
+    pub fn thread_ids(&self) -> Vec<i32> {
+        self.tids.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|t| t.load(Ordering::Acquire)).filter(|&t| t > 0).collect()
+    }
+
+    fn set_tid(&self, index: usize) {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        if let Some(t) = self.tids.lock().unwrap_or_else(|p| p.into_inner()).get(index) {
+            t.store(tid, Ordering::Release);
+        }
+    }
+
+    /// Kicks every vCPU thread out of KVM_RUN.
+    fn kick_all(&self) {
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        for tid in self.thread_ids() {
+            // SAFETY: tgkill only sends a signal. A vCPU thread that has
+            // exited makes it fail with ESRCH; a thread ID reused by another
+            // thread of this process gets the kick signal, whose handler
+            // does nothing on a thread that runs no vCPU.
+            unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, kick_signal()) };
+        }
+    }
+
+    /// Pauses the vCPUs and waits up to `patience` until every running vCPU
+    /// is parked; returns whether they all are.
+    pub fn pause(&self, patience: Duration) -> bool {
+        {
+            let mut s = self.state();
+            s.paused = true;
+            self.requested.store(true, Ordering::Release);
+        }
+        let deadline = Instant::now() + patience;
+        let mut s = self.state();
+        loop {
+            if s.parked >= self.running.load(Ordering::Acquire) || s.released {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            drop(s);
+            // A vCPU between its pause check and KVM_RUN gets
+            // `immediate_exit` set and comes straight back; kick again in
+            // case a thread was not in the run loop yet.
+            self.kick_all();
+            s = self.state();
+            s = self.changed.wait_timeout(s, (deadline - now).min(Duration::from_millis(10))).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    /// Lets the vCPUs run again.
+    pub fn resume(&self) {
+        let mut s = self.state();
+        s.paused = false;
+        self.requested.store(false, Ordering::Release);
+        self.changed.notify_all();
+    }
+
+    /// The domain ends: no vCPU may stay parked.
+    pub fn release(&self) {
+        let mut s = self.state();
+        s.released = true;
+        s.paused = false;
+        self.requested.store(false, Ordering::Release);
+        self.changed.notify_all();
+    }
+
+    /// Called by a vCPU thread that saw [`PauseGate::is_paused`]: waits
+    /// until the domain is resumed or released, calling `meanwhile` every
+    /// [`PAUSED_POLL`].
+    fn park(&self, mut meanwhile: impl FnMut()) {
+        let mut s = self.state();
+        s.parked += 1;
+        self.changed.notify_all();
+        while s.paused && !s.released {
+            s = self.changed.wait_timeout(s, PAUSED_POLL).unwrap_or_else(|p| p.into_inner()).0;
+            drop(s);
+            meanwhile();
+            s = self.state();
+        }
+        s.parked -= 1;
+    }
 }
 
 /// The calling vCPU's registers, for hypercalls that change them. KVM has
@@ -254,6 +391,21 @@ extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc
             unsafe { std::ptr::write_volatile(p, 1) };
         }
     });
+}
+
+/// CPU time (user and system) a thread of this process has used, by its
+/// kernel thread ID; `None` if the thread has exited.
+pub fn thread_cpu_time_ns(tid: i32) -> Option<u64> {
+    // The clock ID the kernel derives from a thread ID (what
+    // pthread_getcpuclockid returns): CPUCLOCK_SCHED | CPUCLOCK_PERTHREAD.
+    let clock = ((!tid) << 3) | 6;
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec, which `ts` is; an unknown
+    // or stale clock ID makes it fail with EINVAL.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return None;
+    }
+    Some(u64::try_from(ts.tv_sec).ok()? * 1_000_000_000 + u64::try_from(ts.tv_nsec).ok()?)
 }
 
 /// The signal that kicks a vCPU thread out of KVM_RUN.
@@ -347,8 +499,8 @@ impl Vcpu {
         self.fd.set_lapic(&lapic).map_err(self.setup_err("KVM_SET_LAPIC"))
     }
 
-    fn registers(&self) -> Option<RegisterDump> {
-        Some(RegisterDump { regs: self.fd.get_regs().ok()?, sregs: self.fd.get_sregs().ok()? })
+    fn registers(&self) -> Option<Box<RegisterDump>> {
+        Some(Box::new(RegisterDump { regs: self.fd.get_regs().ok()?, sregs: self.fd.get_sregs().ok()? }))
     }
 
     fn crash(&self, kind: CrashKind) -> VcpuEnd {
@@ -364,7 +516,18 @@ impl Vcpu {
         // creating a reference.
         let immediate_exit = unsafe { std::ptr::addr_of_mut!((*run).immediate_exit) };
         IMMEDIATE_EXIT.with(|p| p.set(immediate_exit));
+        shared.pause.set_tid(self.index as usize);
+        {
+            let _s = shared.pause.state();
+            shared.pause.running.fetch_add(1, Ordering::AcqRel);
+        }
         let end = self.run_loop(shared);
+        {
+            // Under the lock, so a pauser waiting for this vCPU sees it go.
+            let _s = shared.pause.state();
+            shared.pause.running.fetch_sub(1, Ordering::AcqRel);
+            shared.pause.changed.notify_all();
+        }
         IMMEDIATE_EXIT.with(|p| p.set(std::ptr::null_mut()));
         // It runs no guest code any more: TLB flushes need not wait for it.
         shared.pv.shootdown.retire(self.index as usize);
@@ -387,6 +550,17 @@ impl Vcpu {
             if let Some(g) = shared.pv.shootdown.pending(self.index as usize) {
                 FdControl(&self.fd).flush_tlb();
                 shared.pv.shootdown.ack(self.index as usize, g);
+            }
+            if shared.pause.is_paused() {
+                // A paused vCPU runs no guest code, but still flushes its
+                // TLB when a vCPU that is not paused yet asks.
+                shared.pause.park(|| {
+                    if let Some(g) = shared.pv.shootdown.pending(self.index as usize) {
+                        FdControl(&self.fd).flush_tlb();
+                        shared.pv.shootdown.ack(self.index as usize, g);
+                    }
+                });
+                continue;
             }
             let next = match self.fd.run() {
                 Ok(VcpuExit::IoIn(..)) | Ok(VcpuExit::IoOut(..)) => Next::Io,

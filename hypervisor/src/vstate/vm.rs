@@ -61,6 +61,14 @@ pub enum VmError {
         /// Cause.
         source: kvm_ioctls::Error,
     },
+    /// An ioeventfd could not be registered.
+    #[error("connecting a notification eventfd to MMIO address {addr:#x} failed: {source}")]
+    Ioeventfd {
+        /// The address.
+        addr: u64,
+        /// Cause.
+        source: kvm_ioctls::Error,
+    },
     /// KVM_GET_SUPPORTED_CPUID failed.
     #[error("reading the CPUID KVM supports failed: {0}")]
     SupportedCpuid(kvm_ioctls::Error),
@@ -174,6 +182,12 @@ impl Vm {
     /// Makes every signal of `evt` raise `gsi` in the in-kernel irqchip.
     pub fn register_irqfd(&self, evt: &vmm_sys_util::eventfd::EventFd, gsi: u32) -> Result<(), VmError> {
         self.fd.register_irqfd(evt, gsi).map_err(|source| VmError::Irqfd { gsi, source })
+    }
+
+    /// Makes a 32-bit guest write of `value` to MMIO address `addr` signal
+    /// `evt` inside KVM, without an exit to this process.
+    pub fn register_mmio_ioeventfd(&self, evt: &vmm_sys_util::eventfd::EventFd, addr: u64, value: u32) -> Result<(), VmError> {
+        self.fd.register_ioevent(evt, &kvm_ioctls::IoEventAddress::Mmio(addr), value).map_err(|source| VmError::Ioeventfd { addr, source })
     }
 
     /// KVM_GET_SUPPORTED_CPUID.

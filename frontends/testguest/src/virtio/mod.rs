@@ -105,7 +105,7 @@ impl GuestPlatform {
 /// The TSC rate: kvm_pvm's MSR, CPUID 0x15 (crystal × ratio), CPUID 0x16
 /// (base MHz), or KVM's timing leaf (0x40000010, relocated to
 /// KVM_LEAF_BASE + 0x10) if the VMM filled it.
-fn tsc_khz(vif_registered: bool) -> Option<u64> {
+pub(crate) fn tsc_khz(vif_registered: bool) -> Option<u64> {
     if vif_registered {
         // SAFETY: the MSR exists on kvm_pvm hosts, which a registered VIF
         // proves.
