@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The two entry points of this repository, for people and for CI.
 #
-#   ./dev.sh run     build everything and boot a guest through the hypervisor
+#   ./dev.sh run     build everything and boot a Linux guest through dom0
 #   ./dev.sh test    build everything and run the whole test suite
 #
 # Both install what they need on a fresh Debian machine first (as root:
@@ -37,36 +37,63 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
 }
 
+# A Linux domain for dom0: a persistent 64 MiB disk, a port on dom0's
+# switch "lan", hvc0 (virtio-console) as its console. $1: guest build dir,
+# $2: where the disk image lives, $3: output file.
+write_linux_cfg() {
+    cat >"$3" <<EOF
+name = "linux"
+memory = 512
+vcpus = 2
+kernel = "$1/bzImage"
+ramdisk = "$1/initramfs.cpio.gz"
+# kernel messages on the serial log too (dom0's domains/ID/serial.log);
+# the shell on hvc0, which 'dom0 console' shows
+cmdline = "console=ttyS0 console=hvc0 panic=-1"
+disk = [ '$2/linux-disk.img,raw,xvda,rw' ]
+vif = [ 'switch=lan' ]
+EOF
+}
+
 cmd_run() {
     setup
-    log "building the hypervisor"
-    cargo build --release -p hypervisor
+    log "building the hypervisor and dom0"
+    cargo build --release -p hypervisor -p dom0
     local info backend guest
     info=$(target/release/hypervisor info)
     backend=$(sed -n 's/^host backend: //p' <<<"$info")
     log "host backend: $backend"
     log "building the Linux guest (kernel + initramfs; cached after the first build)"
     guest=$(guest-patches/build.sh --print-dir)
-    local cmdline="console=ttyS0 panic=-1"
-    local args=(--kernel "$guest/bzImage" --initrd "$guest/initramfs.cpio.gz" --mem 512 --vcpus 2
-        --cmdline "$cmdline" --name linux)
     case "$backend" in
     vmx | svm)
-        log "booting Linux (2 vCPUs) through 'hypervisor run'; exit the shell to power off, Ctrl-] stops the domain"
-        exec target/release/hypervisor run "${args[@]}" "$@"
+        local state="${XDG_STATE_HOME:-$HOME/.local/state}/splitpv"
+        mkdir -p "$state"
+        [ -f "$state/linux-disk.img" ] || truncate -s 64M "$state/linux-disk.img"
+        write_linux_cfg "$guest" "$state" "$state/linux.cfg"
+        target/release/dom0 destroy linux >/dev/null 2>&1 || true
+        log "creating the domain through dom0 (disk $state/linux-disk.img, vif on switch lan, console hvc0)"
+        log "exit the shell or run poweroff to end it; Ctrl-] detaches (then: dom0 destroy linux)"
+        exec target/release/dom0 create "$state/linux.cfg" -c "$@"
         ;;
     *)
         # kvm_pvm (our machines): Linux is not PVM-aware and would run in
-        # KVM's instruction emulator. Boot it on real hardware-assisted KVM
-        # inside the nested-SVM rig instead.
-        log "this host's KVM is '$backend': booting Linux inside the nested-SVM rig (tests/rig)"
-        log "Ctrl-] stops the domain (then L1 stops); Ctrl-A x kills QEMU"
+        # KVM's instruction emulator. Run dom0 and the guest on real
+        # hardware-assisted KVM inside the nested-SVM rig instead.
+        log "this host's KVM is '$backend': running dom0 and the Linux guest inside the nested-SVM rig (tests/rig)"
+        log "exit the shell or run poweroff to end it (then L1 stops); Ctrl-] detaches; Ctrl-A x kills QEMU"
         local scenario
         scenario=$(mktemp --suffix=.scenario)
-        printf '%s\n' "echo 'rig: L1 is up; starting the Linux guest through our hypervisor'" \
-            "/bin/hypervisor run --kernel /guest/bzImage --initrd /guest/initramfs.cpio.gz --mem 512 --vcpus 2 --cmdline '$cmdline' --name linux --console-log /tmp/linux.console.log $*" \
-            "rig_pass linux-shell" >"$scenario"
-        tests/rig/rig.sh shell --scenario "$scenario" --bin target/release/hypervisor
+        {
+            declare -f write_linux_cfg
+            echo "echo 'rig: L1 is up; creating the Linux guest through dom0'"
+            echo "dd if=/dev/zero of=/tmp/linux-disk.img bs=1M count=64 2>/dev/null"
+            echo "write_linux_cfg /guest /tmp /tmp/linux.cfg"
+            echo "dom0 create /tmp/linux.cfg -c $*"
+            echo "dom0 list"
+            echo "rig_pass linux-shell"
+        } >"$scenario"
+        tests/rig/rig.sh shell --scenario "$scenario" --bin target/release/hypervisor --bin target/release/dom0
         rm -f "$scenario"
         ;;
     esac

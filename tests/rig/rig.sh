@@ -20,7 +20,7 @@
 # scenario that does not finish or exits non-zero counts as a FAIL).
 #
 # Environment: SPLITPV_CACHE (cache root, default ~/.cache/splitpv),
-# RIG_TSC_KHZ (override the host TSC rate), RIG_L1_DIR (use this built L1 kernel directory),
+# RIG_TSC_KHZ (override the host TSC rate), RIG_L1_DIR (use this built L1 kernel directory), RIG_GUEST_DIR (the same for the guest),
 # RIG_CPU (default qemu64,+svm,+npt),
 # RIG_MEM (L1 MiB, default 2048).
 set -euo pipefail
@@ -119,7 +119,7 @@ tsc_khz_probe() { # prints "KHZ SOURCE"
 
 build_kernels() {
 	log "guest build (guest-patches/build.sh) ..."
-	GUEST_DIR=$("$BUILD" --print-dir)
+	if [ -n "${RIG_GUEST_DIR:-}" ]; then GUEST_DIR=$RIG_GUEST_DIR; else GUEST_DIR=$("$BUILD" --print-dir); fi
 	log "L1 kernel build (guest-patches/build.sh --l1) ..."
 	if [ -n "${RIG_L1_DIR:-}" ]; then L1_DIR=$RIG_L1_DIR; else L1_DIR=$("$BUILD" --l1 --print-dir); fi
 }

@@ -272,3 +272,30 @@ fn shutdown_presses_the_power_button_and_reboot_starts_the_domain_again() {
     assert!(r.stderr.contains("did not shut down within 2 s"), "{}", r.explain());
     assert_eq!(dom0.domain("deaf").unwrap()["state"], "running");
 }
+
+#[test]
+fn malformed_management_requests_get_an_error_and_the_daemon_keeps_serving() {
+    use std::io::{Read, Write};
+    let dom0 = Dom0::new("protocol");
+    dom0.ok(&["list"]); // starts the daemon
+    let sock = dom0.run_dir().join("dom0.sock");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the management socket is private");
+    let ask = |bytes: &[u8]| {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer
+    };
+    for bad in [&b"not json\n"[..], b"{\"op\":\"format_disk\"}\n", b"{\"op\":\"destroy\"}\n", b"\xff\xfe\n"] {
+        let answer = ask(bad);
+        assert!(answer.starts_with("{\"status\":\"error\""), "{bad:?} -> {answer}");
+    }
+    // A line longer than the limit, without a newline.
+    let answer = ask(&vec![b'x'; (1 << 20) + 10]);
+    assert!(answer.contains("at most"), "{answer}");
+    // Still serving.
+    dom0.ok(&["list"]);
+}

@@ -32,3 +32,35 @@ fn linux_guests_boot_power_off_reboot_and_panic_in_the_rig() {
     assert!(failures.is_empty(), "rig failures:\n{}\n--- last lines of the rig log ---\n{}", failures.join("\n"), run.tail(150));
     assert_eq!(run.code, Some(0), "rig.sh failed:\n{}", run.tail(80));
 }
+
+/// Linux guests created by dom0 inside the rig: virtio-blk (a disk written
+/// in one life is read back in the next), virtio-net through dom0's switch
+/// (ping), hvc0 on virtio-console (`dom0 console`), the ACPI power button
+/// (`dom0 shutdown -w`), and a `kill -9` of a hypervisor process reported.
+#[test]
+fn linux_guests_managed_by_dom0_in_the_rig() {
+    let run = run_scenario("tests/rig/scenarios/dom0-linux.scenario", &["hypervisor", "dom0"], 1500);
+    let expected = [
+        "dom0-linux-disk-write",
+        "dom0-linux-ping",
+        "dom0-linux-a-ended-b-runs",
+        "dom0-linux-shutdown",
+        "dom0-linux-disk-persists",
+        "dom0-linux-kill9",
+    ];
+    let mut failures = Vec::new();
+    for name in expected {
+        match run.result(name) {
+            Some((_, true, _)) => {}
+            Some((_, false, why)) => failures.push(format!("{name}: {why}")),
+            None => failures.push(format!("{name}: no result reported")),
+        }
+    }
+    for (name, passed, why) in &run.results {
+        if !passed && !expected.contains(&name.as_str()) {
+            failures.push(format!("{name}: {why}"));
+        }
+    }
+    assert!(failures.is_empty(), "rig failures:\n{}\n--- last lines of the rig log ---\n{}", failures.join("\n"), run.tail(200));
+    assert_eq!(run.code, Some(0), "rig.sh failed:\n{}", run.tail(80));
+}

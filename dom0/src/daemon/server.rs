@@ -181,14 +181,12 @@ async fn relay_console(
     // into the async world, and stops when the relay is dropped.
     let (tx, mut output) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
     std::thread::spawn(move || loop {
-        match client.recv_timeout(Duration::from_millis(200)) {
-            Some(chunk) => {
-                if tx.blocking_send(chunk).is_err() {
-                    break;
-                }
-            }
-            None if tx.is_closed() => break,
-            None => {}
+        let sent = match client.recv_timeout(Duration::from_millis(200)) {
+            Some(chunk) => tx.blocking_send(chunk).is_ok(),
+            None => !tx.is_closed(),
+        };
+        if !sent {
+            break;
         }
     });
     let to_guest = async {
