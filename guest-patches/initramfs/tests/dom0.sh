@@ -23,7 +23,7 @@ echo "SPLITPV-DOM0 block: $(cd /sys/block 2>/dev/null && echo vd*) net: $(cd /sy
 pattern() { # SEED: 1 MiB of text that depends on the seed
 	i=0
 	while [ $i -lt 16384 ]; do
-		printf 'splitpv seed %-8s line %-8d......................\n' "$1" $i
+		printf 'splitpv seed %-8s line %-8d............................\n' "$1" $i
 		i=$((i + 1))
 	done | head -c 1048576
 }
