@@ -185,6 +185,13 @@ fn the_console_command_shows_the_guest_and_sends_it_input() {
     assert_eq!(r.code, Some(0), "{}", r.explain());
     assert!(r.stdout.contains("SPLITPV-VCONSOLE hello from talker"), "{}", r.explain());
     assert!(r.stdout.contains("SPLITPV-VCONSOLE echo: hello from the test"), "{}", r.explain());
+
+    // `create -c` attaches at once.
+    let cfg = dom0.testguest_config("talker2", "workload=virtio-console console.name=talker2 console.wait-ms=30000", "");
+    let r = dom0.cli_with_input(&["create", cfg.to_str().unwrap(), "-c"], Some(b"second line\n"));
+    assert_eq!(r.code, Some(0), "{}", r.explain());
+    assert!(r.stdout.contains("domain talker2 created"), "{}", r.explain());
+    assert!(r.stdout.contains("SPLITPV-VCONSOLE echo: second line"), "{}", r.explain());
 }
 
 #[test]
