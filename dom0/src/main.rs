@@ -307,33 +307,44 @@ fn attach(paths: &Paths, domain: &str) -> Result<(), ClientError> {
             }
         }
     });
-    let mut buf = [0u8; 1024];
-    let mut stdin = std::io::stdin();
-    loop {
-        if printer.is_finished() {
-            break;
-        }
-        let n = match stdin.read(&mut buf) {
-            Ok(0) | Err(_) => {
-                // Input closed (a script): keep printing until the domain
-                // closes the console.
-                let _ = printer.join();
-                return Ok(());
+    // Input on its own thread: the console ends when the printer sees the
+    // connection close, either because the domain ended or because Ctrl-]
+    // shut the connection down, without waiting for another key press.
+    let detached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let detached = detached.clone();
+        let mut to_domain = stream.try_clone()?;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            let mut stdin = std::io::stdin();
+            loop {
+                let n = match stdin.read(&mut buf) {
+                    // Input closed (a script): keep printing until the
+                    // domain closes the console.
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let (data, detach) = match buf[..n].iter().position(|&b| b == DETACH) {
+                    Some(i) => (&buf[..i], true),
+                    None => (&buf[..n], false),
+                };
+                if to_domain.write_all(data).is_err() || detach {
+                    detached.store(detach, std::sync::atomic::Ordering::SeqCst);
+                    let _ = to_domain.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
             }
-            Ok(n) => n,
-        };
-        let (data, detach) = match buf[..n].iter().position(|&b| b == DETACH) {
-            Some(i) => (&buf[..i], true),
-            None => (&buf[..n], false),
-        };
-        if stream.write_all(data).is_err() || detach {
-            break;
-        }
+        });
     }
+    let _ = printer.join();
     let _ = stream.shutdown(std::net::Shutdown::Both);
     drop(_raw);
     if tty {
-        eprintln!("\r\ndom0: detached from {name}");
+        if detached.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("\r\ndom0: detached from {name} (it keeps running)");
+        } else {
+            eprintln!("\r\ndom0: the console of {name} closed: the domain has ended");
+        }
     }
     Ok(())
 }
