@@ -250,7 +250,9 @@ fn shutdown_presses_the_power_button_and_reboot_starts_the_domain_again() {
     // -p: created paused; it only starts waiting once unpaused.
     let r = dom0.ok(&["create", "-p", cfg.to_str().unwrap()]);
     assert!(r.stdout.contains("paused"), "{}", r.explain());
-    assert_eq!(dom0.domain("button").unwrap()["state"], "paused");
+    dom0.wait_for("the paused domain to be built", Duration::from_secs(20), |l| {
+        l.iter().any(|d| d["name"] == "button" && d["state"] == "paused")
+    });
     dom0.ok(&["unpause", "button"]);
 
     // reboot: the guest powers off on the button, dom0 starts it again.

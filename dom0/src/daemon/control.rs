@@ -9,7 +9,7 @@ use std::time::Duration;
 use hypervisor::control::{ControlEvent, ControlRequest};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Longest event line we accept from a hypervisor process.
 const MAX_EVENT_LINE: usize = 64 * 1024;
@@ -22,6 +22,9 @@ pub struct ControlHandle {
     tx: mpsc::UnboundedSender<(ControlRequest, Option<Pending>)>,
     /// The `ended` event, once the process sent it.
     pub ended: Arc<Mutex<Option<ControlEvent>>>,
+    /// Turns true with the `started` event: the domain is built and its
+    /// vCPUs are about to run. Requests before that would find no domain.
+    started: watch::Receiver<bool>,
 }
 
 impl ControlHandle {
@@ -29,8 +32,26 @@ impl ControlHandle {
     pub fn start(stream: UnixStream, domain: String) -> (ControlHandle, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let ended = Arc::new(Mutex::new(None));
-        let task = tokio::spawn(serve(stream, rx, ended.clone(), domain));
-        (ControlHandle { tx, ended }, task)
+        let (started_tx, started) = watch::channel(false);
+        let task = tokio::spawn(serve(stream, rx, ended.clone(), started_tx, domain));
+        (ControlHandle { tx, ended, started }, task)
+    }
+
+    /// Waits until the hypervisor has reported `started` (the domain is
+    /// built); an error if it ends first or takes longer than `timeout`.
+    pub async fn wait_started(&self, timeout: Duration) -> Result<(), String> {
+        let mut started = self.started.clone();
+        let outcome = tokio::time::timeout(timeout, started.wait_for(|s| *s)).await.map(|r| r.is_ok());
+        match outcome {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the domain's hypervisor process ended before the domain started".to_string()),
+            Err(_) => Err(format!("the domain has not started within {} s", timeout.as_secs())),
+        }
+    }
+
+    /// Whether the `started` event has arrived.
+    pub fn has_started(&self) -> bool {
+        *self.started.borrow()
     }
 
     /// Sends a request that has no answer.
@@ -57,6 +78,7 @@ async fn serve(
     stream: UnixStream,
     mut rx: mpsc::UnboundedReceiver<(ControlRequest, Option<Pending>)>,
     ended: Arc<Mutex<Option<ControlEvent>>>,
+    started: watch::Sender<bool>,
     domain: String,
 ) {
     let (read, mut write) = stream.into_split();
@@ -92,6 +114,7 @@ async fn serve(
                     }
                     Ok(ControlEvent::Started { pid, backend }) => {
                         tracing::info!("domain {domain}: hypervisor process {pid} started on {backend}");
+                        let _ = started.send(true);
                     }
                     Ok(event) => match pending.pop_front() {
                         Some(reply) => {

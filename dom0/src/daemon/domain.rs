@@ -21,6 +21,8 @@ use crate::protocol::{DomainInfo, DomainState, DomainTop};
 /// shut down instead of restarted again (a crash loop).
 const MAX_RESTARTS: u32 = 10;
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// How long building a domain may take before requests to it give up.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a control request may take.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(12);
 
@@ -277,7 +279,8 @@ impl Daemon {
             let now = Instant::now();
             d.recent_starts.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
             d.recent_starts.push(now);
-            d.state = if paused { DomainState::Paused } else { DomainState::Running };
+            // `Starting` until the hypervisor reports `started`.
+            d.state = DomainState::Starting;
             d.life = Some(Life {
                 generation: u64::from(d.starts),
                 pid,
@@ -290,6 +293,21 @@ impl Daemon {
             u64::from(d.starts)
         };
         tracing::info!("domain {} (id {id}) started: hypervisor pid {pid}", spec.name);
+
+        // The domain is running (or paused) once the hypervisor says so.
+        let daemon = self.clone();
+        let started = control.clone();
+        tokio::spawn(async move {
+            if started.wait_started(START_TIMEOUT).await.is_ok() {
+                let mut t = daemon.table();
+                if let Some(d) = t.domains.get_mut(&id) {
+                    let current = d.life.as_ref().map(|l| l.generation) == Some(generation);
+                    if current && d.state == DomainState::Starting {
+                        d.state = if paused { DomainState::Paused } else { DomainState::Running };
+                    }
+                }
+            }
+        });
 
         let daemon = self.clone();
         tokio::spawn(async move {
@@ -391,17 +409,26 @@ impl Daemon {
         Ok(format!("domain {name} (id {id}) destroyed."))
     }
 
-    fn control_of(&self, domain: &str) -> Result<(u32, String, ControlHandle), String> {
-        let t = self.table();
-        let id = Self::resolve(&t, domain)?;
-        let d = &t.domains[&id];
-        let life = d.life.as_ref().ok_or_else(|| format!("domain {} is not running ({:?}).", d.spec.name, d.state))?;
-        Ok((id, d.spec.name.clone(), life.control.clone()))
+    /// The control channel of a domain that has a process, once the
+    /// domain is built (requests before that would find no domain).
+    async fn control_of(&self, domain: &str) -> Result<(u32, String, ControlHandle), String> {
+        let (id, name, control) = {
+            let t = self.table();
+            let id = Self::resolve(&t, domain)?;
+            let d = &t.domains[&id];
+            let life = d
+                .life
+                .as_ref()
+                .ok_or_else(|| format!("domain {} is not running (it is {:?}).", d.spec.name, d.state).to_lowercase())?;
+            (id, d.spec.name.clone(), life.control.clone())
+        };
+        control.wait_started(START_TIMEOUT).await.map_err(|e| format!("domain {name}: {e}."))?;
+        Ok((id, name, control))
     }
 
     /// `pause` / `unpause`.
     pub async fn set_paused(&self, domain: &str, paused: bool) -> Result<String, String> {
-        let (id, name, control) = self.control_of(domain)?;
+        let (id, name, control) = self.control_of(domain).await?;
         let request = if paused { ControlRequest::Pause } else { ControlRequest::Unpause };
         control.call(request, CONTROL_TIMEOUT).await?;
         if let Some(d) = self.table().domains.get_mut(&id) {
@@ -413,7 +440,7 @@ impl Daemon {
     /// `shutdown` / `reboot`: the ACPI power button; a reboot restarts the
     /// domain once it has powered off.
     pub async fn request_shutdown(&self, domain: &str, reboot: bool, wait: Option<Duration>) -> Result<String, String> {
-        let (id, name, control) = self.control_of(domain)?;
+        let (id, name, control) = self.control_of(domain).await?;
         let mut ended = {
             let mut t = self.table();
             let d = t.domains.get_mut(&id).ok_or("the domain disappeared")?;
@@ -468,7 +495,10 @@ impl Daemon {
     pub async fn top(&self) -> Vec<DomainTop> {
         let targets: Vec<(u32, ControlHandle)> = {
             let t = self.table();
-            t.domains.values().filter_map(|d| d.life.as_ref().map(|l| (d.id, l.control.clone()))).collect()
+            t.domains
+                .values()
+                .filter_map(|d| d.life.as_ref().filter(|l| l.control.has_started()).map(|l| (d.id, l.control.clone())))
+                .collect()
         };
         let mut stats = HashMap::new();
         for (id, control) in targets {
