@@ -12,6 +12,9 @@ pub enum BenchError {
     /// The hypervisor binary is not there and could not be built.
     #[error("the hypervisor binary cannot be found or built: {0}")]
     NoHypervisor(String),
+    /// The test guest image is not there.
+    #[error("the test guest image {0} is not a file (name it with --testguest PATH or SPLITPV_TESTGUEST)")]
+    NoTestGuest(PathBuf),
     /// /dev/kvm cannot be opened.
     #[error("/dev/kvm cannot be used by this process: {0}")]
     NoKvm(io::Error),
@@ -60,6 +63,9 @@ pub enum BenchError {
     /// The PTE validator refused the baseline's own updates.
     #[error("the PTE validator baseline failed: {0}")]
     Validator(String),
+    /// A Linux boot of the boot-time comparison never reached init.
+    #[error("boot-time: {0}")]
+    Boot(String),
     /// Some other OS call failed.
     #[error("{what} failed: {source}")]
     Os {

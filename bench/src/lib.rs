@@ -1,7 +1,7 @@
 //! The ring benchmark: virtio queues driven end to end, with baselines
 //! measured in the same run, written up as a markdown report with plots.
 //!
-//! `cargo run --release -p bench -- [--quick] [--out docs/performance.md]`
+//! `cargo run --release -p bench -- [--quick] [--out docs/performance.md] [--rig]`
 //!
 //! - The frontend is the freestanding test guest (`workload=virtio-bench`,
 //!   `virtio-net`, and the exit loops `io-loop`, `pv-null`,
@@ -13,15 +13,22 @@
 //!   dom0's switch ([`ring`]).
 //! - Baselines ([`baseline`]): memcpy, an SPSC queue between two threads,
 //!   the PTE validator in-process and plain memory writes.
-//! - [`suite`] says what a full, quick or tiny run measures and runs it;
-//!   [`report`] writes the markdown, [`plot`] the PNGs.
+//! - [`suite`] says what a full, quick, tiny or rig run measures and runs
+//!   it; [`report`] writes the markdown, [`plot`] the PNGs.
+//! - [`rig`] (`--rig`) runs the same benchmark inside the hardware-assisted
+//!   rig (tests/rig, nested SVM under QEMU TCG) and reads back its
+//!   [`summary`]; [`boot`] (`bench boot-time`, run there) times Linux boots
+//!   on our hypervisor and on QEMU microvm.
 
 pub mod baseline;
+pub mod boot;
 pub mod error;
 pub mod plot;
 pub mod procs;
 pub mod report;
+pub mod rig;
 pub mod ring;
 pub mod suite;
+pub mod summary;
 
 pub use error::BenchError;

@@ -10,11 +10,15 @@ use std::time::{Duration, Instant};
 
 use crate::BenchError;
 
-/// The `hypervisor` binary.
+/// The `hypervisor` binary, and the test guest image it runs.
 #[derive(Clone, Debug)]
 pub struct Hypervisor {
     /// Its path.
     pub path: PathBuf,
+    /// The freestanding test guest's ELF image (`--kernel` of every run):
+    /// `frontends::TESTGUEST_ELF` unless told otherwise (see
+    /// [`Hypervisor::with_testguest`]).
+    pub testguest: PathBuf,
 }
 
 /// The cargo profile directory this executable lives in (`…/target/release`
@@ -30,9 +34,10 @@ impl Hypervisor {
     /// one (same target directory and profile), built with cargo if it is
     /// not there yet.
     pub fn locate(explicit: Option<&Path>) -> Result<Hypervisor, BenchError> {
+        let testguest = PathBuf::from(frontends::TESTGUEST_ELF);
         if let Some(p) = explicit.map(Path::to_path_buf).or_else(|| std::env::var_os("SPLITPV_HYPERVISOR").map(PathBuf::from)) {
             return if p.is_file() {
-                Ok(Hypervisor { path: p })
+                Ok(Hypervisor { path: p, testguest })
             } else {
                 Err(BenchError::NoHypervisor(format!("{} is not a file", p.display())))
             };
@@ -40,11 +45,11 @@ impl Hypervisor {
         let dir = profile_dir().ok_or_else(|| BenchError::NoHypervisor("this executable's directory is unknown".into()))?;
         let path = dir.join("hypervisor");
         if path.is_file() {
-            return Ok(Hypervisor { path });
+            return Ok(Hypervisor { path, testguest });
         }
         Self::build(&dir)?;
         if path.is_file() {
-            Ok(Hypervisor { path })
+            Ok(Hypervisor { path, testguest })
         } else {
             Err(BenchError::NoHypervisor(format!("cargo built it, yet {} is missing", path.display())))
         }
@@ -66,6 +71,21 @@ impl Hypervisor {
             Ok(())
         } else {
             Err(BenchError::NoHypervisor(format!("cargo build -p hypervisor failed ({status})")))
+        }
+    }
+
+    /// Uses `explicit`, else `$SPLITPV_TESTGUEST`, else the image this
+    /// crate was built with (`frontends::TESTGUEST_ELF`, a path under the
+    /// build's target directory: elsewhere, e.g. inside the rig's L1, the
+    /// image has to be named).
+    pub fn with_testguest(mut self, explicit: Option<&Path>) -> Result<Hypervisor, BenchError> {
+        if let Some(p) = explicit.map(Path::to_path_buf).or_else(|| std::env::var_os("SPLITPV_TESTGUEST").map(PathBuf::from)) {
+            self.testguest = p;
+        }
+        if self.testguest.is_file() {
+            Ok(self)
+        } else {
+            Err(BenchError::NoTestGuest(self.testguest.clone()))
         }
     }
 
@@ -214,7 +234,7 @@ pub fn spawn_guest(hv: &Hypervisor, spec: &RunSpec<'_>) -> Result<RunningGuest, 
     let mut cmd = Command::new(&hv.path);
     cmd.arg("run")
         .arg("--kernel")
-        .arg(frontends::TESTGUEST_ELF)
+        .arg(&hv.testguest)
         .args(["--mem", &spec.mem_mib.to_string(), "--name", spec.name, "--console-log", "/dev/null", "--stats"])
         .args(["--timeout", &spec.timeout.as_secs_f64().to_string()])
         .args(["--cmdline", &spec.cmdline]);
@@ -268,7 +288,7 @@ impl RunningGuest {
             }
             if let Some(every) = sample_every {
                 if let Some(s) = sample_memory(pid as u32) {
-                    if memory.is_none_or(|m| s.overhead_kib() > m.overhead_kib()) {
+                    if better_sample(s, memory) {
                         memory = Some(s);
                     }
                 }
@@ -288,6 +308,22 @@ impl RunningGuest {
             wall,
             memory,
         })
+    }
+}
+
+/// Whether `s` replaces `best` as the run's memory sample: the largest
+/// non-guest resident set while guest RAM is mapped (a sample taken while
+/// the process starts up or tears the domain down has no guest RAM and
+/// would count start-up or teardown state); one without guest RAM only if
+/// there is nothing better.
+fn better_sample(s: MemSample, best: Option<MemSample>) -> bool {
+    match best {
+        None => true,
+        Some(m) => match (s.guest_kib > 0, m.guest_kib > 0) {
+            (true, false) => true,
+            (false, true) => false,
+            _ => s.overhead_kib() > m.overhead_kib(),
+        },
     }
 }
 
@@ -316,6 +352,32 @@ pub fn thread_cpu() -> Duration {
         return Duration::ZERO;
     }
     timeval(usage.ru_utime) + timeval(usage.ru_stime)
+}
+
+/// The TSC rate of this machine (kHz), measured once: rdtsc against
+/// CLOCK_MONOTONIC over 200 ms. The test guest reports TSC cycles and, on
+/// kvm_pvm, the rate (from PVM's MSR); elsewhere (the rig's nested SVM) it
+/// cannot tell the rate, and its cycles are converted with this one (a
+/// guest's TSC runs at its host's rate: KVM scales it only when asked).
+pub fn tsc_khz() -> u64 {
+    static KHZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *KHZ.get_or_init(|| {
+        let (t0, c0) = (Instant::now(), rdtsc());
+        std::thread::sleep(Duration::from_millis(200));
+        let (t1, c1) = (Instant::now(), rdtsc());
+        let ns = (t1 - t0).as_nanos().max(1) as f64;
+        (c1.wrapping_sub(c0) as f64 / ns * 1e6).round() as u64
+    })
+}
+
+fn rdtsc() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: rdtsc has no preconditions on x86-64.
+    unsafe {
+        core::arch::x86_64::_rdtsc()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    0
 }
 
 /// The value of `key=` in a `key=value …` line.
@@ -349,6 +411,18 @@ Anonymous:            0 kB
         let s = parse_smaps(text);
         assert_eq!(s, MemSample { rss_kib: 5052, guest_kib: 5000, anon_kib: 12, file_kib: 40 });
         assert_eq!(s.overhead_kib(), 52);
+    }
+
+    #[test]
+    fn samples_with_guest_ram_win() {
+        let early = MemSample { rss_kib: 9000, guest_kib: 0, anon_kib: 2000, file_kib: 7000 };
+        let running = MemSample { rss_kib: 12000, guest_kib: 7000, anon_kib: 1000, file_kib: 4000 };
+        let bigger = MemSample { rss_kib: 13000, guest_kib: 7000, anon_kib: 2000, file_kib: 4000 };
+        assert!(better_sample(early, None));
+        assert!(better_sample(running, Some(early)));
+        assert!(!better_sample(early, Some(running)));
+        assert!(better_sample(bigger, Some(running)));
+        assert!(!better_sample(running, Some(bigger)));
     }
 
     #[test]

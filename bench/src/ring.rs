@@ -239,10 +239,13 @@ pub fn run_blk(env: &Env, case: &BlkCase, sample_memory: bool) -> Result<BlkResu
     let Some(line) = run.line("VIRTIO-BENCH PASS:").filter(|_| run.code == Some(0)) else {
         return Err(guest_failed(&cmdline, &run));
     };
-    let req_per_s = match num(line, "req_per_s") {
-        Some(r) => r as f64,
-        // No TSC rate in the guest: the whole run's wall time, boot included.
-        None => case.count as f64 / run.wall.as_secs_f64(),
+    let req_per_s = match (num(line, "req_per_s"), num(line, "cycles")) {
+        (Some(r), _) => r as f64,
+        // No TSC rate in the guest (not on kvm_pvm): its cycles at this
+        // machine's TSC rate.
+        (None, Some(cycles)) if procs::tsc_khz() > 0 => case.count as f64 * procs::tsc_khz() as f64 * 1e3 / cycles.max(1) as f64,
+        // Else the whole run's wall time, boot included.
+        _ => case.count as f64 / run.wall.as_secs_f64(),
     };
     Ok(BlkResult {
         case: *case,
@@ -349,7 +352,8 @@ pub fn run_net(env: &Env, count: u64) -> Result<NetResult, BenchError> {
         .line("VIRTIO TSC ")
         .and_then(|l| l.split_whitespace().nth(2))
         .and_then(|w| w.parse::<f64>().ok())
-        .filter(|&k| k > 0.0);
+        .filter(|&k| k > 0.0)
+        .or(Some(procs::tsc_khz() as f64).filter(|&k| k > 0.0));
     let after = |word: &str| -> Option<f64> {
         let mut it = line.split_whitespace();
         it.find(|w| *w == word)?;
@@ -390,6 +394,7 @@ pub fn run_loop_best(env: &Env, workload: &str, iterations: u64, base: u64, reps
     let mut best = best.expect("at least one run");
     let short = run_loop(env, workload, base)?;
     best.loop_exits = best.exits.saturating_sub(short.exits);
+    best.loop_pf = best.pf_taken.saturating_sub(short.pf_taken);
     best.loop_hv_cpu = best.hv_cpu.saturating_sub(short.hv_cpu);
     best.loop_iterations = iterations.saturating_sub(base).max(1);
     Ok(best)
@@ -404,12 +409,20 @@ pub struct LoopResult {
     pub items: u64,
     /// TSC cycles of the loop.
     pub cycles: u64,
-    /// The TSC rate (kHz; 0 unknown).
+    /// The TSC rate (kHz; 0 unknown): the guest's, else this machine's
+    /// ([`procs::tsc_khz`]).
     pub tsc_khz: u64,
+    /// The guest knew the TSC rate itself (kvm_pvm's MSR, CPUID 0x15/0x16).
+    pub tsc_from_guest: bool,
     /// KVM exits of the whole run.
     pub exits: u64,
     /// CPU time of the hypervisor process.
     pub hv_cpu: Duration,
+    /// KVM's `pf_taken` of the whole run (page faults KVM handled: shadow
+    /// paging on kvm_pvm).
+    pub pf_taken: u64,
+    /// `pf_taken` of the loop alone.
+    pub loop_pf: u64,
     /// Exits of the loop alone (this run's minus a short run's).
     pub loop_exits: u64,
     /// Hypervisor CPU time of the loop alone.
@@ -422,6 +435,11 @@ impl LoopResult {
     /// Exits per iteration, boot and setup taken out.
     pub fn exits_per_iteration(&self) -> f64 {
         self.loop_exits as f64 / self.loop_iterations.max(1) as f64
+    }
+
+    /// KVM page faults per iteration, boot and setup taken out.
+    pub fn pf_per_iteration(&self) -> f64 {
+        self.loop_pf as f64 / self.loop_iterations.max(1) as f64
     }
 
     /// Hypervisor CPU per iteration (ns), boot and setup taken out.
@@ -465,10 +483,13 @@ pub fn run_loop(env: &Env, workload: &str, iterations: u64) -> Result<LoopResult
         iterations,
         items: num(line, "updates").unwrap_or(iterations),
         cycles: num(line, "cycles").unwrap_or(0),
-        tsc_khz: num(line, "tsc_khz").unwrap_or(0),
+        tsc_khz: num(line, "tsc_khz").filter(|&k| k > 0).unwrap_or_else(procs::tsc_khz),
+        tsc_from_guest: num(line, "tsc_khz").is_some_and(|k| k > 0),
         exits: run.stat("exits").unwrap_or(0),
         hv_cpu: run.cpu,
         loop_exits: run.stat("exits").unwrap_or(0),
+        pf_taken: run.stat("pf_taken").unwrap_or(0),
+        loop_pf: run.stat("pf_taken").unwrap_or(0),
         loop_hv_cpu: run.cpu,
         loop_iterations: iterations,
     })

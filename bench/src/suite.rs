@@ -16,6 +16,10 @@ pub enum Scale {
     Quick,
     /// The smoke test: one of everything, tiny counts.
     Tiny,
+    /// `--scale rig`: inside the rig's L1 (nested SVM under QEMU TCG, about
+    /// 50× slower than the bare machine, one CPU): the figures the
+    /// side-by-side table needs, in a few minutes.
+    Rig,
 }
 
 impl Scale {
@@ -25,7 +29,13 @@ impl Scale {
             Scale::Full => "full",
             Scale::Quick => "quick",
             Scale::Tiny => "tiny",
+            Scale::Rig => "rig",
         }
+    }
+
+    /// The scale named `name` (full, quick, tiny, rig).
+    pub fn parse(name: &str) -> Option<Scale> {
+        [Scale::Full, Scale::Quick, Scale::Tiny, Scale::Rig].into_iter().find(|s| s.name() == name)
     }
 }
 
@@ -116,7 +126,7 @@ pub struct Results {
 pub fn sizes(scale: Scale) -> Vec<u64> {
     match scale {
         Scale::Full => vec![512, 1024, 2048, 4096, 8192, 16384, 32768, 65536],
-        Scale::Quick => vec![512, 4096, 65536],
+        Scale::Quick | Scale::Rig => vec![512, 4096, 65536],
         Scale::Tiny => vec![4096],
     }
 }
@@ -127,11 +137,16 @@ pub fn batches(scale: Scale) -> Vec<u64> {
         Scale::Full => vec![1, 2, 4, 8, 16, 32, 64, 128, 256],
         Scale::Quick => vec![1, 16, 64],
         Scale::Tiny => vec![4],
+        // Batch 16 is in the size sweep; batch 1 shows a kick per request.
+        Scale::Rig => vec![1],
     }
 }
 
 /// The backend polling period of the polling policies.
 pub const POLL: Duration = Duration::from_micros(50);
+
+/// Requests per blk run at `--scale rig`.
+pub const RIG_COUNT: u64 = 16_000;
 
 /// Requests per blk run: enough for about half a second at the rate a
 /// configuration reaches on kvm_pvm.
@@ -140,6 +155,7 @@ fn count(scale: Scale, batch: u64, event_idx: bool, slow: bool) -> u64 {
         Scale::Full => 250_000,
         Scale::Quick => 40_000,
         Scale::Tiny => 200,
+        Scale::Rig => RIG_COUNT,
     };
     // One kick per request or per few requests: far fewer requests/s.
     let n = if batch <= 2 || (!event_idx && batch < 8) { base / 4 } else { base };
@@ -174,7 +190,7 @@ pub fn run(hv: Hypervisor, scale: Scale, mut progress: impl FnMut(&str)) -> Resu
     for &size in &sizes(scale) {
         progress(&format!("null device, {size}-byte reads, batch 16"));
         by_size.push(ring::run_blk(&env, &case(null, size, 16, true, false, scale), size == 4096)?);
-        if scale != Scale::Tiny {
+        if !matches!(scale, Scale::Tiny | Scale::Rig) {
             by_size_status.push(ring::run_blk(&env, &case(status_only, size, 16, true, false, scale), false)?);
         }
     }
@@ -183,7 +199,8 @@ pub fn run(hv: Hypervisor, scale: Scale, mut progress: impl FnMut(&str)) -> Resu
     let mut by_batch = Vec::new();
     let batch_sizes: &[u64] = if scale == Scale::Full { &[512, 4096] } else { &[4096] };
     for &size in batch_sizes {
-        for event_idx in [true, false] {
+        let event_idx_cases: &[bool] = if scale == Scale::Rig { &[true] } else { &[true, false] };
+        for &event_idx in event_idx_cases {
             for &batch in &batches(scale) {
                 progress(&format!("null device, {size}-byte reads, batch {batch}, EVENT_IDX {}", u8::from(event_idx)));
                 by_batch.push(ring::run_blk(&env, &case(null, size, batch, event_idx, false, scale), false)?);
@@ -193,7 +210,12 @@ pub fn run(hv: Hypervisor, scale: Scale, mut progress: impl FnMut(&str)) -> Resu
 
     let mut policies = Vec::new();
     let polled = BlkDevice::Null { touch: true, poll: POLL };
-    let policy_sizes: &[u64] = if scale == Scale::Full { &[512, 4096] } else { &[4096] };
+    let policy_sizes: &[u64] = match scale {
+        Scale::Full => &[512, 4096],
+        Scale::Quick | Scale::Tiny => &[4096],
+        // Busy-polling backends on L1's single CPU measure nothing useful.
+        Scale::Rig => &[],
+    };
     for &size in policy_sizes {
         for (device, batch, event_idx) in
             [(null, 1, false), (null, 16, false), (null, 16, true), (polled, 1, false), (polled, 16, false), (polled, 16, true), (polled, 64, true)]
@@ -213,9 +235,11 @@ pub fn run(hv: Hypervisor, scale: Scale, mut progress: impl FnMut(&str)) -> Resu
     let file_cases: Vec<(u64, bool)> = match scale {
         Scale::Full => vec![(4096, false), (4096, true), (65536, false), (65536, true)],
         Scale::Quick => vec![(4096, false), (65536, false)],
-        Scale::Tiny => vec![(4096, false)],
+        Scale::Tiny | Scale::Rig => vec![(4096, false)],
     };
-    for direct in [false, true] {
+    // O_DIRECT: L1's /tmp is a tmpfs.
+    let file_modes: &[bool] = if scale == Scale::Rig { &[false] } else { &[false, true] };
+    for &direct in file_modes {
         for &(size, write) in &file_cases {
             let device = BlkDevice::File { direct };
             progress(&format!("{}, {size}-byte {}", device.name(), if write { "writes" } else { "reads" }));
@@ -233,6 +257,7 @@ pub fn run(hv: Hypervisor, scale: Scale, mut progress: impl FnMut(&str)) -> Resu
         Scale::Full => 2000,
         Scale::Quick => 300,
         Scale::Tiny => 20,
+        Scale::Rig => 300,
     };
     let net = match ring::run_net(&env, 1).and_then(|one| Ok((ring::run_net(&env, net_count)?, one))) {
         Ok(n) => Some(n),
@@ -247,6 +272,7 @@ pub fn run(hv: Hypervisor, scale: Scale, mut progress: impl FnMut(&str)) -> Resu
         Scale::Full => (50_000, 4000, 3),
         Scale::Quick => (10_000, 1000, 2),
         Scale::Tiny => (2000, 50, 1),
+        Scale::Rig => (20_000, 2000, 3),
     };
     let io_loop = ring::run_loop_best(&env, "io-loop", exits, exits / 10, reps)?;
     let pv_null = ring::run_loop_best(&env, "pv-null", exits, exits / 10, reps)?;
@@ -255,7 +281,7 @@ pub fn run(hv: Hypervisor, scale: Scale, mut progress: impl FnMut(&str)) -> Resu
     progress("baselines: memcpy, SPSC, PTE validation");
     let budget = match scale {
         Scale::Full => Duration::from_millis(200),
-        Scale::Quick => Duration::from_millis(40),
+        Scale::Quick | Scale::Rig => Duration::from_millis(40),
         Scale::Tiny => Duration::from_millis(5),
     };
     let mut memcpy_sizes = vec![64];
@@ -263,12 +289,13 @@ pub fn run(hv: Hypervisor, scale: Scale, mut progress: impl FnMut(&str)) -> Resu
     let memcpy = memcpy_sizes.iter().map(|&s| (s, baseline::memcpy(s as usize, budget))).collect();
     let spsc_sizes: Vec<u64> = match scale {
         Scale::Full => vec![64, 512, 4096, 65536],
-        Scale::Quick => vec![64, 512, 4096, 65536],
+        Scale::Quick | Scale::Rig => vec![64, 512, 4096, 65536],
         Scale::Tiny => vec![512],
     };
     let messages = match scale {
         Scale::Full => 400_000u64,
         Scale::Quick => 50_000,
+        Scale::Rig => 20_000,
         Scale::Tiny => 2000,
     };
     let spsc = spsc_sizes.iter().map(|&s| baseline::spsc(s as usize, messages.min((8u64 << 30) / s).max(1000))).collect();
