@@ -5,7 +5,7 @@
 # CPU with nested paging, so binaries passed with --bin get a real /dev/kvm
 # (the host's /dev/kvm is kvm_pvm, on which Linux guests cannot run).
 #
-#   rig.sh run --scenario FILE [--bin PATH ...] [--timeout S] [--log FILE]
+#   rig.sh run --scenario FILE [--bin PATH ...] [--file SRC:DEST ...] [--timeout S] [--log FILE]
 #   rig.sh shell [--scenario FILE] [--bin PATH ...] [--timeout S] [--log FILE]
 #                                  (interactive: L1 runs FILE on the console, or a shell)
 #   rig.sh selftest [--timeout S] [--log FILE]    (kvm_smoke in L1; needs no hypervisor)
@@ -14,7 +14,8 @@
 #
 # L1 holds: /bin (busybox + the --bin binaries, with their shared libraries at
 # the paths ldd gives), /guest (the L2 vmlinux, bzImage, initramfs.cpio.gz,
-# config from guest-patches/build.sh), /scenario.sh, /rig/lib.sh (helpers).
+# config from guest-patches/build.sh), /scenario.sh, /rig/lib.sh (helpers),
+# and each --file SRC copied to the absolute path DEST (data files: firmware, configuration).
 # A scenario reports "RIG-RESULT <name> PASS" / "RIG-RESULT <name> FAIL <reason>";
 # `run` exits 0 iff there is at least one result and no FAIL (a timeout, a
 # scenario that does not finish or exits non-zero counts as a FAIL).
@@ -36,17 +37,19 @@ MEM=${RIG_MEM:-2048}
 
 log() { echo "rig: $*" >&2; }
 die() { echo "rig: ERROR: $*" >&2; exit 2; }
-usage() { sed -n '2,22s/^# \{0,1\}//p' "$SELF" >&2; exit "${1:-2}"; }
+usage() { sed -n '2,23s/^# \{0,1\}//p' "$SELF" >&2; exit "${1:-2}"; }
 
 [ $# -ge 1 ] || usage
 CMD=$1
 shift
 SCENARIO="" TIMEOUT="" LOGFILE="" TEST=""
 BINS=()
+FILES=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--scenario) SCENARIO=${2:?--scenario needs a file}; shift ;;
 	--bin) BINS+=("${2:?--bin needs a path}"); shift ;;
+	--file) FILES+=("${2:?--file needs SRC:DEST}"); shift ;;
 	--timeout) TIMEOUT=${2:?--timeout needs seconds}; shift ;;
 	--log) LOGFILE=${2:?--log needs a file}; shift ;;
 	--test) TEST=${2:?--test needs a name}; shift ;;
@@ -64,6 +67,9 @@ shell | selftest | guest) ;;
 esac
 [ -z "$TIMEOUT" ] || [[ $TIMEOUT =~ ^[0-9]+$ ]] || die "--timeout wants whole seconds"
 for b in "${BINS[@]}"; do [ -f "$b" ] && [ -x "$b" ] || die "--bin $b: not an executable file"; done
+for f in "${FILES[@]}"; do
+	[[ $f == *:/* ]] && [ -f "${f%%:*}" ] || die "--file $f: want SRC:DEST with SRC a file and DEST an absolute path"
+done
 
 # ---------------------------------------------------------------- host setup
 ensure_qemu() {
@@ -206,6 +212,14 @@ run_initramfs() { # OUT
 	mkdir -p "$st/bin"
 	local b
 	for b in "${BINS[@]}"; do add_binary "$st" "$b"; done
+	local f dest
+	for f in "${FILES[@]}"; do
+		dest=${f#*:}
+		mkdir -p "$st$(dirname "$dest")"
+		cp -L "${f%%:*}" "$st$dest"
+		chmod a+r "$st$dest"
+		log "added $dest (from ${f%%:*})"
+	done
 	[ -n "$SCENARIO" ] && install -m 755 "$SCENARIO" "$st/scenario.sh"
 	find "$st" -type f -path "$st/lib*" -exec chmod 755 {} +
 	cpio_dir "$st" "$RUN_DIR/run.cpio"
