@@ -66,6 +66,9 @@ pub enum BenchError {
     /// A Linux boot of the boot-time comparison never reached init.
     #[error("boot-time: {0}")]
     Boot(String),
+    /// `bench profile`: perf failed or gave nothing usable.
+    #[error("profile: {0}")]
+    Profile(String),
     /// Some other OS call failed.
     #[error("{what} failed: {source}")]
     Os {

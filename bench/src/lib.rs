@@ -19,12 +19,15 @@
 //!   rig (tests/rig, nested SVM under QEMU TCG) and reads back its
 //!   [`summary`]; [`boot`] (`bench boot-time`, run there) times Linux boots
 //!   on our hypervisor and on QEMU microvm.
+//! - [`profile`] (`bench profile`) takes perf profiles of the runs behind
+//!   the missed targets; the report includes their summaries.
 
 pub mod baseline;
 pub mod boot;
 pub mod error;
 pub mod plot;
 pub mod procs;
+pub mod profile;
 pub mod report;
 pub mod rig;
 pub mod ring;

@@ -5,6 +5,7 @@
 //! cargo run --release -p bench -- [--quick | --scale full|quick|tiny|rig]
 //!     [--out docs/performance.md] [--plots DIR] [--hypervisor PATH]
 //!     [--testguest PATH] [--summary] [--rig] [--rig-boot-runs N]
+//! bench profile [--out-dir docs/perf] [--data-dir DIR] [--length X] [--hypervisor PATH] [--testguest PATH]
 //! bench boot-time --kernel BZIMAGE --initrd CPIO [--hypervisor PATH]
 //!     [--qemu PATH --bios FILE [--qemu-datadir DIR]] [--runs N] [--mem MIB]
 //! ```
@@ -15,6 +16,8 @@ use std::time::Duration;
 
 use bench::boot::{self, BootSpec};
 use bench::procs::Hypervisor;
+use bench::profile;
+use bench::ring::Env;
 use bench::rig::{self, RigOptions, RigPart};
 use bench::suite::{self, Scale};
 use bench::summary::{self, Summary};
@@ -34,6 +37,7 @@ struct Args {
 
 const USAGE: &str = "usage: bench [--quick | --scale NAME] [--out FILE.md] [--plots DIR] [--hypervisor PATH]\n\
     \x20            [--testguest PATH] [--summary] [--rig] [--rig-boot-runs N] [--rig-reuse-log FILE]\n\
+    \x20      bench profile [--out-dir DIR] [--data-dir DIR] [--length X] [--hypervisor PATH] [--testguest PATH]\n\
     \x20      bench boot-time --kernel BZIMAGE --initrd CPIO [--hypervisor PATH] [--qemu PATH --bios FILE\n\
     \x20            [--qemu-datadir DIR]] [--runs N] [--mem MIB] [--cmdline S] [--timeout S]\n\
     --quick        fewer points and smaller counts (about a minute); = --scale quick\n\
@@ -47,6 +51,11 @@ const USAGE: &str = "usage: bench [--quick | --scale NAME] [--out FILE.md] [--pl
     \x20              rig (tests/rig/rig.sh, scenario tests/rig/scenarios/bench.scenario) and report both\n\
     --rig-boot-runs N   boots per VMM in the rig's boot-time comparison (default 5)\n\
     --rig-reuse-log FILE  take the rig part from the log of an earlier --rig run instead of running it\n\
+    profile        perf profiles (perf record, DWARF call graphs) of the runs behind the missed targets: the null\n\
+    \x20              device at 64 KiB and at 512 B batch 16 (this process's backend thread and the hypervisor process)\n\
+    \x20              and pv-paging-bench (the hypervisor process); writes DIR/profiles.json and DIR/profiles.md\n\
+    \x20              (default docs/perf), which the report then includes; perf.data goes to --data-dir (default\n\
+    \x20              ~/.cache/splitpv/perf); --length scales the runs (default 1: ~3 s each when idle)\n\
     boot-time      boot the Linux guest with our hypervisor and QEMU microvm, timed to SPLITPV-GUEST-READY";
 
 fn parse(args: impl Iterator<Item = String>) -> Result<Option<Args>, BenchError> {
@@ -99,13 +108,17 @@ fn relative(plots: &Path, out: &Path) -> String {
     plots.strip_prefix(base).unwrap_or(plots).display().to_string()
 }
 
-/// Where the rig's log goes: next to rig.sh's own logs.
-fn rig_log() -> PathBuf {
-    let cache = std::env::var_os("SPLITPV_CACHE")
+/// $SPLITPV_CACHE, else ~/.cache/splitpv (rig.sh's cache).
+fn cache_dir() -> PathBuf {
+    std::env::var_os("SPLITPV_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/splitpv")))
-        .unwrap_or_else(std::env::temp_dir);
-    let dir = cache.join("rig-logs");
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// Where the rig's log goes: next to rig.sh's own logs.
+fn rig_log() -> PathBuf {
+    let dir = cache_dir().join("rig-logs");
     let _ = std::fs::create_dir_all(&dir);
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     dir.join(format!("bench-{secs}-{}.log", std::process::id()))
@@ -116,6 +129,10 @@ fn run() -> Result<(), BenchError> {
     if argv.peek().map(String::as_str) == Some("boot-time") {
         argv.next();
         return boot_time(argv);
+    }
+    if argv.peek().map(String::as_str) == Some("profile") {
+        argv.next();
+        return profile(argv);
     }
     let Some(args) = parse(argv)? else {
         println!("{USAGE}");
@@ -155,6 +172,42 @@ fn run() -> Result<(), BenchError> {
         plots.display(),
         results.elapsed.as_secs_f64()
     );
+    Ok(())
+}
+
+/// `bench profile …`: see [`bench::profile`].
+fn profile(args: impl Iterator<Item = String>) -> Result<(), BenchError> {
+    let mut opts = profile::Options { out_dir: PathBuf::from("docs/perf"), data_dir: cache_dir().join("perf"), length: 1.0 };
+    let (mut hypervisor, mut testguest) = (None, None);
+    let mut it = args;
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| BenchError::Usage(format!("{name} needs a value")));
+        match arg.as_str() {
+            "--out-dir" => opts.out_dir = PathBuf::from(value("--out-dir")?),
+            "--data-dir" => opts.data_dir = PathBuf::from(value("--data-dir")?),
+            "--length" => {
+                let v = value("--length")?;
+                opts.length = v.parse().ok().filter(|x: &f64| *x > 0.0).ok_or_else(|| BenchError::Usage(format!("{v:?} is not a positive number")))?;
+            }
+            "--hypervisor" => hypervisor = Some(PathBuf::from(value("--hypervisor")?)),
+            "--testguest" => testguest = Some(PathBuf::from(value("--testguest")?)),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => return Err(BenchError::Usage(format!("profile: unknown argument {other:?}"))),
+        }
+    }
+    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map_err(BenchError::NoKvm)?;
+    let hv = Hypervisor::locate(hypervisor.as_deref())?.with_testguest(testguest.as_deref())?;
+    let env = Env::new(hv)?;
+    let p = profile::run(&env, &opts, |l| eprintln!("bench: {l}"))?;
+    for prof in &p.profiles {
+        for v in &prof.views {
+            eprintln!("bench: {} / {}: {}", prof.id, v.key, v.cite(5, 3.0));
+        }
+    }
+    eprintln!("bench: wrote {} and profiles.md in {}", profile::JSON, opts.out_dir.display());
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::plot::{si, Plot, Series};
+use crate::profile::{self, Profiles};
 use crate::rig::{RigData, RigPart};
 use crate::ring::{BlkResult, PerRequest};
 use crate::suite::{Results, Scale, POLL};
@@ -105,9 +106,12 @@ pub fn write_with_rig(results: &Results, rig: &RigPart, out: &Path, plots_dir: &
     let batch_png = plots_dir.join("throughput-vs-batch.png");
     size_plot(results).draw(&size_png)?;
     batch_plot(results).draw(&batch_png)?;
-    let md = markdown_with_rig(
+    let profiles = profile::load(plots_dir);
+    let md = markdown_full(
         results,
         rig,
+        profiles.as_ref(),
+        plots_rel,
         &format!("{plots_rel}/throughput-vs-size.png"),
         &format!("{plots_rel}/throughput-vs-batch.png"),
     );
@@ -186,8 +190,21 @@ pub fn markdown(results: &Results, size_png: &str, batch_png: &str) -> String {
     markdown_with_rig(results, &RigPart::NotRequested, size_png, batch_png)
 }
 
-/// The markdown text.
+/// The markdown text (no profiles).
 pub fn markdown_with_rig(results: &Results, rig: &RigPart, size_png: &str, batch_png: &str) -> String {
+    markdown_full(results, rig, None, "perf", size_png, batch_png)
+}
+
+/// The markdown text, with the profiles' summaries (`bench profile`, read
+/// from `plots_rel/profiles.json`) if there are any.
+pub fn markdown_full(
+    results: &Results,
+    rig: &RigPart,
+    profiles: Option<&Profiles>,
+    plots_rel: &str,
+    size_png: &str,
+    batch_png: &str,
+) -> String {
     let mut o = String::new();
     let r = results;
     let exit_ns = r.io_loop.ns_per_iteration();
@@ -208,6 +225,15 @@ pub fn markdown_with_rig(results: &Results, rig: &RigPart, size_png: &str, batch
     );
     if r.scale != Scale::Full {
         let _ = writeln!(o, "**This is a {} run: fewer points and smaller counts than the full run.**\n", r.scale.name());
+    }
+    if let Some(p) = profiles {
+        let _ = writeln!(
+            o,
+            "The CPU profiles cited in the targets table (\"perf …\") come from a separate run: `{}` at {} (perf record \
+             attached to the backend's worker thread and the hypervisor process; see \
+             [Profiles](#profiles-why-the-missed-targets-are-missed), also in [{plots_rel}/profiles.md]({plots_rel}/profiles.md)).\n",
+            p.command, p.taken_at
+        );
     }
 
     // Host.
@@ -280,8 +306,13 @@ pub fn markdown_with_rig(results: &Results, rig: &RigPart, size_png: &str, batch
     let _ = writeln!(o, "## Targets\n");
     let _ = writeln!(o, "Targets are reported, never asserted.\n");
     let _ = writeln!(o, "| target | measured | verdict | why (from this run's measurements) |\n|---|---|---|---|");
-    targets(&mut o, r, exit_ns, rig);
+    targets(&mut o, r, exit_ns, rig, profiles);
     let _ = writeln!(o);
+
+    if let Some(p) = profiles {
+        let _ = writeln!(o, "## Profiles (why the missed targets are missed)\n");
+        profile::markdown(&mut o, p, 2);
+    }
 
     rig_section(&mut o, r, rig);
 
@@ -541,8 +572,45 @@ fn busy(r: &Results, c: &PerRequest) -> String {
     )
 }
 
+/// "perf (`ID`, when): backend …; hypervisor …" for the targets table, or
+/// None without that profile.
+fn cite(profiles: Option<&Profiles>, id: &str) -> Option<String> {
+    let p = profiles?.get(id)?;
+    let parts: Vec<String> = p
+        .views
+        .iter()
+        .map(|v| {
+            let who = if v.key == "backend" { "of the backend worker thread's CPU" } else { "of the hypervisor process's CPU" };
+            format!("{who} {}", v.cite(5, 2.0))
+        })
+        .collect();
+    if parts.is_empty() {
+        return None;
+    }
+    Some(format!(
+        " **perf** ([`{id}`](#{}), {}, {} samples): {}.",
+        anchor(&format!("`{}`: {}", p.id, p.title)),
+        profiles?.taken_at,
+        p.samples,
+        parts.join("; ")
+    ))
+}
+
+/// GitHub's anchor for a heading.
+fn anchor(heading: &str) -> String {
+    heading
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The targets table rows.
-fn targets(o: &mut String, r: &Results, exit_ns: f64, rig: &RigPart) {
+fn targets(o: &mut String, r: &Results, exit_ns: f64, rig: &RigPart, profiles: Option<&Profiles>) {
     // 1. 64 KiB through the null device vs memcpy.
     match r.by_size.iter().find(|x| x.case.size == 65536) {
         Some(x) => {
@@ -561,16 +629,17 @@ fn targets(o: &mut String, r: &Results, exit_ns: f64, rig: &RigPart) {
                 } else {
                     format!(
                         "short by {:.1} points. A request takes {} of wall time; its copy at memcpy speed would take {}. \
-                         The backend spends {} CPU per request (the copy through vm-memory's checked accessors, the descriptor walk, \
-                         the used ring), the vCPU thread {}; {:.3} kicks/request cost ~{} each (one exit); {}",
+                         The backend spends {} CPU per request{}, the vCPU thread {}; {:.3} kicks/request cost ~{} each (one exit); {}{}",
                         50.0 - pct,
                         ns(c.wall_ns),
                         ns(copy_ns),
                         ns(c.be_ns),
+                        if profiles.is_some() { "" } else { " (not profiled)" },
                         ns(c.hv_ns),
                         x.kicks as f64 / x.case.count as f64,
                         ns(exit_ns),
-                        busy(r, &c)
+                        busy(r, &c),
+                        cite(profiles, "null-64k").unwrap_or_default()
                     )
                 }
             );
@@ -605,9 +674,8 @@ fn targets(o: &mut String, r: &Results, exit_ns: f64, rig: &RigPart) {
                 verdict(Some(ok)),
                 format_args!(
                     "blk requests are at least 512 B (64 B is not possible through virtio-blk). {}A request takes {} of wall time; \
-                     exits are not the limit ({:.3} kicks/request at ~{} each = {} per request). The backend spends {} CPU per request \
-                     (descriptor walk and checks, status write, used ring, through vm-memory), the vCPU thread {} (the guest builds the \
-                     chain and polls); {}",
+                     exits are not the limit ({:.3} kicks/request at ~{} each = {} per request). The backend spends {} CPU per request, \
+                     the vCPU thread {}; {}{}",
                     if best.req_per_s < 5e6 { format!("Short by {:.0}×. ", 5e6 / best.req_per_s) } else { String::new() },
                     ns(c.wall_ns),
                     best.kicks as f64 / best.case.count as f64,
@@ -615,7 +683,8 @@ fn targets(o: &mut String, r: &Results, exit_ns: f64, rig: &RigPart) {
                     ns(best.kicks as f64 / best.case.count as f64 * exit_ns),
                     ns(c.be_ns),
                     ns(c.hv_ns),
-                    busy(r, &c)
+                    busy(r, &c),
+                    cite(profiles, "null-512-b16").map(|c| format!("{c} (Profiled at batch 16, the size sweep's batch.)")).unwrap_or_default()
                 )
             );
         }
@@ -694,13 +763,16 @@ fn targets(o: &mut String, r: &Results, exit_ns: f64, rig: &RigPart) {
         verdict(Some(guest >= 1e7)),
         format_args!(
             "end to end a call of 512 takes {}: {:.1} exits per call (~{} each) and {} of validation at the in-process rate; \
-             the remaining {} per call is the hypervisor reading the list and writing the entries through guest memory, and \
-             TLB work after the call.",
+             that leaves {} per call for everything else{}",
             ns(per_call),
             r.pv_paging.exits_per_iteration(),
             ns(exit_ns),
             ns(512e9 / r.pte_validator),
-            ns(per_call - 512e9 / r.pte_validator - exit_ns * r.pv_paging.exits_per_iteration())
+            ns(per_call - 512e9 / r.pte_validator - exit_ns * r.pv_paging.exits_per_iteration()),
+            match cite(profiles, "pv-paging") {
+                Some(c) => format!(".{c}"),
+                None => " (not profiled).".to_string(),
+            }
         )
     );
 

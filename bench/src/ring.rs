@@ -207,6 +207,13 @@ fn guest_failed(cmdline: &str, run: &GuestRun) -> BenchError {
 
 /// Runs one virtio-bench configuration.
 pub fn run_blk(env: &Env, case: &BlkCase, sample_memory: bool) -> Result<BlkResult, BenchError> {
+    run_blk_observed(env, case, sample_memory, &mut |_| {})
+}
+
+/// [`run_blk`], calling `started` with the hypervisor's process id once it
+/// runs (the backend is already listening then): `bench profile` attaches
+/// perf there.
+pub fn run_blk_observed(env: &Env, case: &BlkCase, sample_memory: bool, started: &mut dyn FnMut(u32)) -> Result<BlkResult, BenchError> {
     let spec = match case.device {
         BlkDevice::Null { touch, poll } => BackendSpec::Null { capacity_bytes: DISK_BYTES, touch_data: touch, poll },
         BlkDevice::File { direct } => BackendSpec::Blk { path: env.disk()?, read_only: false, serial: "bench".into(), direct },
@@ -222,17 +229,17 @@ pub fn run_blk(env: &Env, case: &BlkCase, sample_memory: bool) -> Result<BlkResu
     );
     let cpu_before = procs::self_cpu()?;
     let backend = start_backend(&case.device.name(), spec, &socket)?;
-    let run = procs::run_guest(
-        &env.hv,
-        &RunSpec {
-            cmdline: cmdline.clone(),
-            devices: vec![format!("blk:{}", socket.display())],
-            mem_mib: GUEST_MIB,
-            timeout: Duration::from_secs(120),
-            sample_memory: sample_memory.then_some(Duration::from_millis(20)),
-            name: "bench",
-        },
-    )?;
+    let spec = RunSpec {
+        cmdline: cmdline.clone(),
+        devices: vec![format!("blk:{}", socket.display())],
+        mem_mib: GUEST_MIB,
+        timeout: Duration::from_secs(120),
+        sample_memory: sample_memory.then_some(Duration::from_millis(20)),
+        name: "bench",
+    };
+    let guest = procs::spawn_guest(&env.hv, &spec)?;
+    started(guest.pid());
+    let run = guest.wait(spec.sample_memory)?;
     let stats = backend.stats();
     let _ = backend.stop();
     let be_cpu = procs::self_cpu()?.saturating_sub(cpu_before);
@@ -463,8 +470,14 @@ impl LoopResult {
 
 /// Runs `workload=NAME iterations=N` (io-loop, pv-null, pv-paging-bench).
 pub fn run_loop(env: &Env, workload: &str, iterations: u64) -> Result<LoopResult, BenchError> {
+    run_loop_observed(env, workload, iterations, &mut |_| {})
+}
+
+/// [`run_loop`], calling `started` with the hypervisor's process id once it
+/// runs.
+pub fn run_loop_observed(env: &Env, workload: &str, iterations: u64, started: &mut dyn FnMut(u32)) -> Result<LoopResult, BenchError> {
     let cmdline = format!("workload={workload} iterations={iterations}");
-    let run = procs::run_guest(
+    let guest = procs::spawn_guest(
         &env.hv,
         &RunSpec {
             cmdline: cmdline.clone(),
@@ -475,6 +488,8 @@ pub fn run_loop(env: &Env, workload: &str, iterations: u64) -> Result<LoopResult
             name: "bench",
         },
     )?;
+    started(guest.pid());
+    let run = guest.wait(None)?;
     let prefix = format!("BENCH {workload} PASS:");
     let Some(line) = run.line(&prefix).filter(|_| run.code == Some(0)) else {
         return Err(guest_failed(&cmdline, &run));
