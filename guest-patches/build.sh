@@ -6,16 +6,23 @@
 #   build.sh ... --print-dir  print the output directory on stdout (after building if needed)
 #   build.sh --initramfs-only FILE   only (re)build the guest initramfs into FILE
 #
-# Kernel: Debian's linux-source-6.12, patched with the quilt-style `series`
-# (patches/*.patch, applied in order with patch -p1), configured with
-# `make tinyconfig` + config/guest.cfg (+ config/l1-kvm.cfg for --l1) +
-# `make olddefconfig`; every option of the fragments is verified in .config.
+# Kernel: Debian's linux-source-6.12. The guest's is patched with the
+# quilt-style `series` (patches/*.patch, applied in order with patch -p1),
+# and the hypervisor's ABI header include/splitpv/abi.h is copied into the
+# tree as include/splitpv/abi.h (the patches include it; it is not in any
+# patch, so the header stays the one source). Configured with
+# `make tinyconfig` + config/guest.cfg + `make olddefconfig`; the L1 kernel
+# is built from the unpatched source with config/l1-base.cfg +
+# config/l1-kvm.cfg, so that guest patches and guest.cfg changes do not
+# rebuild it. Every option of the fragments is verified in .config.
 #
 # Outputs: ${SPLITPV_CACHE:-$HOME/.cache/splitpv}/guest-<hash>/ (vmlinux,
 # bzImage, initramfs.cpio.gz, config, build.log, SHA256SUMS) and, for --l1,
 # .../l1-<hash>/ (the same without the initramfs). The hash covers everything
-# an output depends on (kernel_key, guest_key), so a re-run with nothing
-# changed only hashes and checks. The guest kernel itself is cached apart in
+# an output depends on (src_key, kernel_key, guest_key: for the guest the
+# series, patches and ABI header; for L1 only the unpatched source), so a
+# re-run with nothing changed only hashes and checks. Unpacked (and, for
+# the guest, patched) sources are cached as .../src-<src_key>/. The guest kernel itself is cached apart in
 # .../kernel-guest-<hash>/ (guest-<hash> hard-links it), so changing only the
 # init/test scripts or busybox rebuilds only the initramfs. Every output is
 # built in a temporary directory renamed into place when complete, so a
@@ -96,22 +103,34 @@ series_patches() {
 sha() { sha256sum | cut -c1-16; }
 
 fragments() {
-	echo "$HERE/config/guest.cfg"
-	[ "$MODE" = l1 ] && echo "$HERE/config/l1-kvm.cfg"
-	return 0
+	if [ "$MODE" = l1 ]; then
+		echo "$HERE/config/l1-base.cfg"
+		echo "$HERE/config/l1-kvm.cfg"
+	else
+		echo "$HERE/config/guest.cfg"
+	fi
 }
+
+# the ABI header the patches include (copied into the guest's source tree)
+ABI_HEADER="$HERE/include/splitpv/abi.h"
 
 initramfs_files() { (cd "$HERE/initramfs" && find . -type f | LC_ALL=C sort); }
 
+# the source tree of $MODE: the guest's is patched, L1's is not
 src_key() {
 	{
 		echo "pkg $SRC_PKG $(dpkg-query -W -f='${Version}' "$SRC_PKG")"
-		echo "series"; cat "$HERE/series" 2>/dev/null || true
-		local p
-		for p in $(series_patches); do
-			[ -f "$HERE/patches/$p" ] || die "series names patches/$p, which does not exist"
-			echo "patch $p $(sha256sum <"$HERE/patches/$p")"
-		done
+		if [ "$MODE" = l1 ]; then
+			echo "unpatched"
+		else
+			echo "series"; cat "$HERE/series" 2>/dev/null || true
+			local p
+			for p in $(series_patches); do
+				[ -f "$HERE/patches/$p" ] || die "series names patches/$p, which does not exist"
+				echo "patch $p $(sha256sum <"$HERE/patches/$p")"
+			done
+			echo "abi.h $(sha256sum <"$ABI_HEADER")"
+		fi
 	} | sha
 }
 
@@ -141,7 +160,8 @@ guest_key() {
 }
 
 # ---------------------------------------------------------------- source tree
-# $CACHE/src-<key>: unpacked linux-source with the series applied (shared by both modes)
+# $CACHE/src-<key>: unpacked linux-source; for the guest with the series
+# applied and the ABI header copied in
 prepare_source() {
 	SRC_DIR="$CACHE/src-$SRC_KEY"
 	[ -d "$SRC_DIR" ] && return 0
@@ -161,12 +181,15 @@ prepare_source() {
 		[ -n "$top" ] && [ "$(echo "$top" | wc -l)" = 1 ] && [ -f "$top/Makefile" ] ||
 			die "unexpected layout of $SRC_TARBALL"
 		local p n=0
-		for p in $(series_patches); do
-			log "applying patches/$p"
-			patch -p1 -d "$top" --batch --forward --fuzz=0 --no-backup-if-mismatch -i "$HERE/patches/$p" >&2 ||
-				die "patch patches/$p does not apply (series entry $((n + 1)))"
-			n=$((n + 1))
-		done
+		if [ "$MODE" != l1 ]; then
+			for p in $(series_patches); do
+				log "applying patches/$p"
+				patch -p1 -d "$top" --batch --forward --fuzz=0 --no-backup-if-mismatch -i "$HERE/patches/$p" >&2 ||
+					die "patch patches/$p does not apply (series entry $((n + 1)))"
+				n=$((n + 1))
+			done
+			install -D -m 644 "$ABI_HEADER" "$top/include/splitpv/abi.h"
+		fi
 		mv -T "$top" "$SRC_DIR"
 		rm -rf "$tmp"
 		trap - EXIT
@@ -288,7 +311,11 @@ build_kernel() {
 	mapfile -t frags < <(fragments)
 	{
 		echo "# splitpv $MODE kernel build, key $KKEY"
-		echo "# source: $SRC_PKG $(dpkg-query -W -f='${Version}' "$SRC_PKG"), patches: $(series_patches | tr '\n' ' ')"
+		if [ "$MODE" = l1 ]; then
+			echo "# source: $SRC_PKG $(dpkg-query -W -f='${Version}' "$SRC_PKG"), unpatched"
+		else
+			echo "# source: $SRC_PKG $(dpkg-query -W -f='${Version}' "$SRC_PKG"), patches: $(series_patches | tr '\n' ' ')+ include/splitpv/abi.h"
+		fi
 		echo "# fragments: ${frags[*]##*/}"
 		echo "# $(gcc_version)"
 	} >"$BLOG"

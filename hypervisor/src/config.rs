@@ -42,6 +42,11 @@ pub struct DomainConfig {
     /// Split-driver devices, in slot order: device `i` gets virtio-mmio
     /// slot `i` (see [`pvabi::virtio`]).
     pub devices: Vec<VirtioDeviceConfig>,
+    /// Hide our CPUID leaves: the guest sees KVM's leaves at 0x4000_0000,
+    /// as under a plain KVM host, and no trace of our PV interface (the
+    /// hypercall MSR and port still work for a guest that uses them
+    /// blindly). For testing that PV guests fall back to emulated devices.
+    pub hide_pv_cpuid: bool,
 }
 
 /// What kind of virtio device a slot holds.
@@ -219,6 +224,7 @@ mod tests {
             vcpus: 2,
             console_log: None,
             devices: Vec::new(),
+            hide_pv_cpuid: false,
         }
     }
 

@@ -26,6 +26,9 @@ pub struct CpuidParams {
     pub backend: HostBackend,
     /// Whether the domain has direct paging (`mmu_update`, `mmuext_op`).
     pub direct_paging: bool,
+    /// Leave KVM's leaves at 0x4000_0000 and add none of ours, as a plain
+    /// KVM host would (`hypervisor run --hide-pv-cpuid`).
+    pub hide_pv_leaves: bool,
 }
 
 /// Builds the CPUID entries of one vCPU from KVM_GET_SUPPORTED_CPUID.
@@ -35,6 +38,8 @@ pub struct CpuidParams {
 /// - leaves 0xB and 0x1F: the x2APIC ID;
 /// - KVM's own leaves move from 0x4000_0000 to [`KVM_LEAF_BASE`]; ours take
 ///   their place (signature, ABI version, features and host backend).
+///   With [`CpuidParams::hide_pv_leaves`] KVM's leaves stay where they are
+///   and ours are left out.
 pub fn build(supported: &[kvm_cpuid_entry2], p: CpuidParams) -> Vec<kvm_cpuid_entry2> {
     let mut out: Vec<kvm_cpuid_entry2> = Vec::with_capacity(supported.len() + 3);
     for e in supported {
@@ -45,7 +50,7 @@ pub fn build(supported: &[kvm_cpuid_entry2], p: CpuidParams) -> Vec<kvm_cpuid_en
                 e.ebx = (e.ebx & 0x00ff_ffff) | ((p.vcpu_index & 0xff) << 24);
             }
             0xb | 0x1f => e.edx = p.vcpu_index,
-            f if (HV_RANGE_START..HV_BLOCK_END).contains(&f) => {
+            f if (HV_RANGE_START..HV_BLOCK_END).contains(&f) && !p.hide_pv_leaves => {
                 e.function += KVM_LEAF_SHIFT;
                 if f == HV_RANGE_START {
                     // EAX of a base leaf is the highest leaf of its block.
@@ -55,6 +60,9 @@ pub fn build(supported: &[kvm_cpuid_entry2], p: CpuidParams) -> Vec<kvm_cpuid_en
             _ => {}
         }
         out.push(e);
+    }
+    if p.hide_pv_leaves {
+        return out;
     }
     let word = |i: usize| u32::from_le_bytes([SIGNATURE[i], SIGNATURE[i + 1], SIGNATURE[i + 2], SIGNATURE[i + 3]]);
     let leaf = |function, eax, ebx, ecx, edx| kvm_cpuid_entry2 { function, index: 0, flags: 0, eax, ebx, ecx, edx, ..Default::default() };
@@ -92,7 +100,7 @@ mod tests {
 
     #[test]
     fn hypervisor_bit_and_apic_id() {
-        let v = build(&kvm_like(), CpuidParams { vcpu_index: 3, vcpu_count: 4, backend: HostBackend::Vmx, direct_paging: false });
+        let v = build(&kvm_like(), CpuidParams { vcpu_index: 3, vcpu_count: 4, backend: HostBackend::Vmx, direct_paging: false, hide_pv_leaves: false });
         let l1 = find(&v, 1);
         assert_ne!(l1.ecx & LEAF1_ECX_HYPERVISOR, 0);
         assert_eq!(l1.ebx >> 24, 3);
@@ -102,7 +110,7 @@ mod tests {
 
     #[test]
     fn our_leaves_replace_kvms_which_move_up() {
-        let v = build(&kvm_like(), CpuidParams { vcpu_index: 0, vcpu_count: 2, backend: HostBackend::Pvm, direct_paging: true });
+        let v = build(&kvm_like(), CpuidParams { vcpu_index: 0, vcpu_count: 2, backend: HostBackend::Pvm, direct_paging: true, hide_pv_leaves: false });
         let sig = find(&v, LEAF_SIGNATURE);
         let mut bytes = Vec::new();
         for r in [sig.ebx, sig.ecx, sig.edx] {
@@ -128,9 +136,23 @@ mod tests {
 
     #[test]
     fn no_pvm_flag_on_hardware_hosts() {
-        let v = build(&kvm_like(), CpuidParams { vcpu_index: 0, vcpu_count: 1, backend: HostBackend::Svm, direct_paging: false });
+        let v = build(&kvm_like(), CpuidParams { vcpu_index: 0, vcpu_count: 1, backend: HostBackend::Svm, direct_paging: false, hide_pv_leaves: false });
         assert_eq!(find(&v, LEAF_FEATURES).eax & features::HOST_PVM, 0);
         assert_eq!(find(&v, LEAF_FEATURES).eax & features::DIRECT_PAGING, 0);
         assert_eq!(HostBackend::from_u32(find(&v, LEAF_FEATURES).ebx), HostBackend::Svm);
+    }
+
+    #[test]
+    fn hidden_leaves_look_like_plain_kvm() {
+        let v = build(&kvm_like(), CpuidParams { vcpu_index: 1, vcpu_count: 2, backend: HostBackend::Svm, direct_paging: true, hide_pv_leaves: true });
+        let sig = find(&v, LEAF_SIGNATURE);
+        assert_eq!((sig.eax, sig.ebx, sig.ecx, sig.edx), (0x4000_0001, 0x4b4d_564b, 0x564b_4d56, 0x4d), "KVMKVMKVM at the base, unmoved");
+        assert_eq!(find(&v, LEAF_VERSION).eax, 0x0100_7efb, "KVM's feature leaf in its place");
+        assert!(v.iter().all(|e| e.function < KVM_LEAF_BASE || e.function >= KVM_LEAF_BASE + 0x100), "nothing at the moved base");
+        assert!(v.iter().all(|e| e.function != LEAF_FEATURES), "none of our leaves");
+        assert_eq!(v.len(), kvm_like().len());
+        let l1 = find(&v, 1);
+        assert_ne!(l1.ecx & LEAF1_ECX_HYPERVISOR, 0, "the hypervisor bit stays, as a KVM host's VMM sets it");
+        assert_eq!(l1.ebx >> 24, 1);
     }
 }

@@ -254,12 +254,20 @@ pub struct ConsoleInput {
 
 impl ConsoleInput {
     /// Queues `bytes` for the PV console and offers them to the UART;
-    /// returns how many the UART took (its FIFO is small).
+    /// returns how many the UART took (its FIFO is small), or all of them
+    /// once the guest reads its console through `console_io`: such a guest
+    /// (Linux with the PV console) may never drain the UART, and waiting
+    /// for it would stall the input for good.
     pub fn push(&self, bytes: &[u8], to_pv: bool) -> usize {
         if to_pv {
             self.pv.push_input(bytes);
         }
-        self.serial.lock().unwrap_or_else(|p| p.into_inner()).enqueue_input(bytes)
+        let taken = self.serial.lock().unwrap_or_else(|p| p.into_inner()).enqueue_input(bytes);
+        if self.pv.has_reader() {
+            bytes.len()
+        } else {
+            taken
+        }
     }
 }
 
@@ -534,7 +542,16 @@ impl Domain {
         let mut stats = Vec::with_capacity(config.vcpus as usize);
         for index in 0..config.vcpus {
             let vcpu = Vcpu::new(vm.fd(), index)?;
-            let entries = cpuid::build(supported.as_slice(), CpuidParams { vcpu_index: index, vcpu_count: config.vcpus, backend, direct_paging: pv.frames.is_some() });
+            let entries = cpuid::build(
+                supported.as_slice(),
+                CpuidParams {
+                    vcpu_index: index,
+                    vcpu_count: config.vcpus,
+                    backend,
+                    direct_paging: pv.frames.is_some(),
+                    hide_pv_leaves: config.hide_pv_cpuid,
+                },
+            );
             let cpuid = CpuId::from_entries(&entries).expect("the entry count is bounded by KVM_MAX_CPUID_ENTRIES + 3");
             vcpu.configure(&cpuid, &entry, irqchip)?;
             stats.push(match StatsFd::open(vcpu.fd()) {

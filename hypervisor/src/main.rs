@@ -79,6 +79,11 @@ struct RunArgs {
     /// `unpause` on the control channel.
     #[arg(long, requires = "control_fd")]
     paused: bool,
+    /// Hide our CPUID leaves: leaf 0x40000000 shows KVM's signature and
+    /// KVM's leaves stay where a plain KVM host puts them, so a PV-aware
+    /// guest falls back to its emulated devices (UART, ACPI).
+    #[arg(long)]
+    hide_pv_cpuid: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -258,6 +263,7 @@ fn run(args: RunArgs) -> ExitCode {
         vcpus: args.vcpus,
         console_log,
         devices: args.devices,
+        hide_pv_cpuid: args.hide_pv_cpuid,
     };
     let timeout = match args.timeout {
         Some(t) if t.is_finite() && t > 0.0 && t < 1e9 => Some(Duration::from_secs_f64(t)),

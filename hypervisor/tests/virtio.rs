@@ -180,6 +180,7 @@ fn config(devices: Vec<VirtioDeviceConfig>) -> DomainConfig {
         vcpus: 1,
         console_log: None,
         devices,
+        hide_pv_cpuid: false,
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -17,12 +18,15 @@ const INPUT_MAX: usize = 64 * 1024;
 pub struct PvConsole {
     sink: Arc<Mutex<ConsoleSink>>,
     input: Arc<(Mutex<VecDeque<u8>>, Condvar)>,
+    /// The guest has read input through `console_io` (so it reads its
+    /// console there, not from the UART).
+    reader: Arc<AtomicBool>,
 }
 
 impl PvConsole {
     /// A console writing to `sink`.
     pub fn new(sink: Arc<Mutex<ConsoleSink>>) -> PvConsole {
-        PvConsole { sink, input: Arc::new((Mutex::new(VecDeque::new()), Condvar::new())) }
+        PvConsole { sink, input: Arc::new((Mutex::new(VecDeque::new()), Condvar::new())), reader: Arc::new(AtomicBool::new(false)) }
     }
 
     /// Writes guest output.
@@ -42,9 +46,16 @@ impl PvConsole {
 
     /// Takes up to `max` bytes of input.
     pub fn read_input(&self, max: usize) -> Vec<u8> {
+        self.reader.store(true, Ordering::Relaxed);
         let mut q = self.input.0.lock().unwrap_or_else(|p| p.into_inner());
         let n = max.min(q.len());
         q.drain(..n).collect()
+    }
+
+    /// Whether the guest reads its console input through `console_io`
+    /// (it has asked for input at least once).
+    pub fn has_reader(&self) -> bool {
+        self.reader.load(Ordering::Relaxed)
     }
 
     /// Waits until input is available or `timeout` passes; true if input
@@ -54,5 +65,22 @@ impl PvConsole {
         let q = q.lock().unwrap_or_else(|p| p.into_inner());
         let (q, _) = cv.wait_timeout_while(q, timeout, |q| q.is_empty()).unwrap_or_else(|p| p.into_inner());
         !q.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::serial::ConsoleTail;
+
+    #[test]
+    fn input_is_queued_and_a_reader_is_noticed() {
+        let c = PvConsole::new(Arc::new(Mutex::new(ConsoleSink::new(false, None, ConsoleTail::default()))));
+        assert!(!c.has_reader());
+        c.push_input(b"ls\n");
+        assert_eq!(c.read_input(2), b"ls");
+        assert!(c.has_reader());
+        assert_eq!(c.read_input(10), b"\n");
+        assert!(c.read_input(10).is_empty());
     }
 }

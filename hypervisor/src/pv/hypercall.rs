@@ -111,6 +111,9 @@ pub fn dispatch(ctx: &mut CallContext<'_>, nr: u32, args: [u64; 5]) -> Outcome {
         _ => Outcome::err(ENOSYS),
     };
     ctx.pv.counters.count(nr, out.result);
+    if out.result < 0 {
+        tracing::debug!(vcpu = ctx.vcpu, nr, args = format_args!("{args:#x?}"), result = out.result, "hypercall failed");
+    }
     out
 }
 
