@@ -4,7 +4,25 @@
 //! The first run builds the guest and L1 kernels (minutes, cached in
 //! ~/.cache/splitpv); later runs take about a minute.
 
-use systests::rig::run_scenario;
+use systests::rig::{run_scenario, RigRun};
+
+/// Every expected case that did not pass, and every other case that failed.
+fn failures(run: &RigRun, expected: &[&str]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for &name in expected {
+        match run.result(name) {
+            Some((_, true, _)) => {}
+            Some((_, false, why)) => failures.push(format!("{name}: {why}")),
+            None => failures.push(format!("{name}: no result reported")),
+        }
+    }
+    for (name, passed, why) in &run.results {
+        if !passed && !expected.contains(&name.as_str()) {
+            failures.push(format!("{name}: {why}"));
+        }
+    }
+    failures
+}
 
 #[test]
 fn linux_guests_boot_power_off_reboot_and_panic_in_the_rig() {
@@ -26,19 +44,7 @@ fn linux_guests_boot_power_off_reboot_and_panic_in_the_rig() {
         "linux-pv-serial",
         "linux-pv-exits",
     ];
-    let mut failures = Vec::new();
-    for name in expected {
-        match run.result(name) {
-            Some((_, true, _)) => {}
-            Some((_, false, why)) => failures.push(format!("{name}: {why}")),
-            None => failures.push(format!("{name}: no result reported")),
-        }
-    }
-    for (name, passed, why) in &run.results {
-        if !passed && !expected.contains(&name.as_str()) {
-            failures.push(format!("{name}: {why}"));
-        }
-    }
+    let failures = failures(&run, &expected);
     assert!(failures.is_empty(), "rig failures:\n{}\n--- last lines of the rig log ---\n{}", failures.join("\n"), run.tail(150));
     assert_eq!(run.code, Some(0), "rig.sh failed:\n{}", run.tail(80));
 }
@@ -59,19 +65,7 @@ fn linux_guests_managed_by_dom0_in_the_rig() {
         "dom0-linux-bridge",
         "dom0-linux-kill9",
     ];
-    let mut failures = Vec::new();
-    for name in expected {
-        match run.result(name) {
-            Some((_, true, _)) => {}
-            Some((_, false, why)) => failures.push(format!("{name}: {why}")),
-            None => failures.push(format!("{name}: no result reported")),
-        }
-    }
-    for (name, passed, why) in &run.results {
-        if !passed && !expected.contains(&name.as_str()) {
-            failures.push(format!("{name}: {why}"));
-        }
-    }
+    let failures = failures(&run, &expected);
     assert!(failures.is_empty(), "rig failures:\n{}\n--- last lines of the rig log ---\n{}", failures.join("\n"), run.tail(200));
     assert_eq!(run.code, Some(0), "rig.sh failed:\n{}", run.tail(80));
 }

@@ -152,15 +152,7 @@ impl Disk {
                 (bad.status, bad.code, 1)
             }
         };
-        match status_at {
-            Some(addr) if mem.write_obj(code, addr).is_ok() => used as u32,
-            _ => {
-                // Nowhere to put a status: the request is dropped (the chain
-                // goes back to the driver with nothing written).
-                Counters::add(&counters.dropped, 1);
-                0
-            }
-        }
+        complete(mem, status_at, code, used, counters)
     }
 
     /// Carries out a checked plan; returns the status and the data bytes
@@ -307,6 +299,21 @@ pub(crate) enum RequestError {
     NoStatus,
     #[error("guest memory could not be read: {0}")]
     Memory(String),
+}
+
+/// Writes a request's status byte and returns the used length of its
+/// chain (`used`, status included). With nowhere to put a status the
+/// request is dropped: the chain goes back to the driver with nothing
+/// written, and the drop is counted. Shared by every virtio-blk-compatible
+/// device (this one and the null device).
+pub(crate) fn complete(mem: &Mem, status_at: Option<GuestAddress>, code: u8, used: usize, counters: &Counters) -> u32 {
+    match status_at {
+        Some(addr) if mem.write_obj(code, addr).is_ok() => used as u32,
+        _ => {
+            Counters::add(&counters.dropped, 1);
+            0
+        }
+    }
 }
 
 /// Parses and checks the request in `walk` against a disk of

@@ -116,6 +116,17 @@ impl Walk {
         Ok(())
     }
 
+    /// [`Walk::check`], and every descriptor in one direction: all
+    /// device-writable (`writable`, a receive buffer) or all device-readable
+    /// (a transmit buffer), as single-direction queues need.
+    pub fn check_one_direction(&self, max_total: u64, writable: bool) -> Result<(), ChainError> {
+        self.check(max_total)?;
+        if self.segments.iter().any(|s| s.writable != writable) {
+            return Err(ChainError::WrongDirection(if writable { "device-writable" } else { "device-readable" }));
+        }
+        Ok(())
+    }
+
     /// The device-readable part as pieces.
     pub fn readable(&self) -> Vec<Piece> {
         self.pieces(false)

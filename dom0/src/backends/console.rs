@@ -13,7 +13,7 @@ use std::time::Duration;
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::chain::{self, ChainError};
+use super::chain;
 use super::queue::{self, Counters, Outcome, QueueError, Step};
 use super::Mem;
 
@@ -165,13 +165,7 @@ impl ConsoleDevice {
         queue::run(q, mem, |c| {
             Counters::add(&counters.requests, 1);
             let walk = chain::walk(mem, c, MAX_DESCRIPTORS);
-            let checked = walk.check(MAX_TX).and_then(|()| {
-                if walk.segments.iter().any(|s| s.writable) {
-                    Err(ChainError::WrongDirection("device-readable"))
-                } else {
-                    Ok(())
-                }
-            });
+            let checked = walk.check_one_direction(MAX_TX, false);
             if let Err(e) = checked {
                 tracing::debug!(head = walk.head, error = %e, "dropping a bad console chain");
                 counters.error();
@@ -213,13 +207,7 @@ impl ConsoleDevice {
                 return Step::Stop;
             }
             let walk = chain::walk(mem, c, MAX_DESCRIPTORS);
-            let checked = walk.check(u64::MAX).and_then(|()| {
-                if walk.segments.iter().any(|s| !s.writable) {
-                    Err(ChainError::WrongDirection("device-writable"))
-                } else {
-                    Ok(())
-                }
-            });
+            let checked = walk.check_one_direction(u64::MAX, true);
             if let Err(e) = checked {
                 tracing::debug!(head = walk.head, error = %e, "dropping a bad console chain");
                 counters.error();

@@ -183,13 +183,7 @@ impl NetDevice {
         }
         queue::run(q, mem, |c| {
             let walk = chain::walk(mem, c, MAX_DESCRIPTORS);
-            let checked = walk.check(u64::MAX).and_then(|()| {
-                if walk.segments.iter().any(|s| !s.writable) {
-                    Err(ChainError::WrongDirection("device-writable"))
-                } else {
-                    Ok(())
-                }
-            });
+            let checked = walk.check_one_direction(u64::MAX, true);
             if let Err(e) = checked {
                 tracing::debug!(head = walk.head, error = %e, "dropping a bad receive chain");
                 counters.error();
@@ -234,10 +228,8 @@ impl NetDevice {
         queue::run(q, mem, |c| {
             Counters::add(&counters.requests, 1);
             let walk = chain::walk(mem, c, MAX_DESCRIPTORS);
-            let checked = walk.check((NET_HDR_LEN + MAX_FRAME) as u64).and_then(|()| {
-                if walk.segments.iter().any(|s| s.writable) {
-                    Err(ChainError::WrongDirection("device-readable"))
-                } else if (walk.lengths().0 as usize) < NET_HDR_LEN + MIN_FRAME {
+            let checked = walk.check_one_direction((NET_HDR_LEN + MAX_FRAME) as u64, false).and_then(|()| {
+                if (walk.lengths().0 as usize) < NET_HDR_LEN + MIN_FRAME {
                     Err(ChainError::TooShort(
                         "less than a header and an Ethernet header",
                     ))

@@ -27,7 +27,6 @@ use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
 };
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::Bytes;
 
 use super::blk::{self, Op, SECTOR_SIZE, SEG_MAX, SIZE_MAX};
 use super::chain;
@@ -164,13 +163,7 @@ impl NullDisk {
                 (bad.status, bad.code, 1)
             }
         };
-        match status_at {
-            Some(addr) if mem.write_obj(code, addr).is_ok() => used as u32,
-            _ => {
-                Counters::add(&counters.dropped, 1);
-                0
-            }
-        }
+        blk::complete(mem, status_at, code, used, counters)
     }
 
     fn with_scratch<R>(&self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
