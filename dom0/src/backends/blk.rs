@@ -306,7 +306,13 @@ pub(crate) enum RequestError {
 /// request is dropped: the chain goes back to the driver with nothing
 /// written, and the drop is counted. Shared by every virtio-blk-compatible
 /// device (this one and the null device).
-pub(crate) fn complete(mem: &Mem, status_at: Option<GuestAddress>, code: u8, used: usize, counters: &Counters) -> u32 {
+pub(crate) fn complete(
+    mem: &Mem,
+    status_at: Option<GuestAddress>,
+    code: u8,
+    used: usize,
+    counters: &Counters,
+) -> u32 {
     match status_at {
         Some(addr) if mem.write_obj(code, addr).is_ok() => used as u32,
         _ => {

@@ -122,7 +122,11 @@ impl Walk {
     pub fn check_one_direction(&self, max_total: u64, writable: bool) -> Result<(), ChainError> {
         self.check(max_total)?;
         if self.segments.iter().any(|s| s.writable != writable) {
-            return Err(ChainError::WrongDirection(if writable { "device-writable" } else { "device-readable" }));
+            return Err(ChainError::WrongDirection(if writable {
+                "device-writable"
+            } else {
+                "device-readable"
+            }));
         }
         Ok(())
     }

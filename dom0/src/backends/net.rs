@@ -228,15 +228,17 @@ impl NetDevice {
         queue::run(q, mem, |c| {
             Counters::add(&counters.requests, 1);
             let walk = chain::walk(mem, c, MAX_DESCRIPTORS);
-            let checked = walk.check_one_direction((NET_HDR_LEN + MAX_FRAME) as u64, false).and_then(|()| {
-                if (walk.lengths().0 as usize) < NET_HDR_LEN + MIN_FRAME {
-                    Err(ChainError::TooShort(
-                        "less than a header and an Ethernet header",
-                    ))
-                } else {
-                    Ok(())
-                }
-            });
+            let checked = walk
+                .check_one_direction((NET_HDR_LEN + MAX_FRAME) as u64, false)
+                .and_then(|()| {
+                    if (walk.lengths().0 as usize) < NET_HDR_LEN + MIN_FRAME {
+                        Err(ChainError::TooShort(
+                            "less than a header and an Ethernet header",
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                });
             if let Err(e) = checked {
                 tracing::debug!(head = walk.head, error = %e, "dropping a bad transmit chain");
                 counters.error();

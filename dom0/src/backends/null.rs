@@ -226,11 +226,21 @@ mod tests {
 
             header(&drv, VIRTIO_BLK_T_OUT, 16);
             drv.add(&[r(HDR, 16), r(DATA, 4096), w(STATUS, 1)]);
-            assert_eq!(dev.process_queue(&mut drv.q, drv.mem, &c, false).unwrap().used, 1);
+            assert_eq!(
+                dev.process_queue(&mut drv.q, drv.mem, &c, false)
+                    .unwrap()
+                    .used,
+                1
+            );
             assert_eq!(drv.read(STATUS, 1)[0], OK);
             header(&drv, VIRTIO_BLK_T_FLUSH, 0);
             drv.add(&[r(HDR, 16), w(STATUS, 1)]);
-            assert_eq!(dev.process_queue(&mut drv.q, drv.mem, &c, false).unwrap().used, 1);
+            assert_eq!(
+                dev.process_queue(&mut drv.q, drv.mem, &c, false)
+                    .unwrap()
+                    .used,
+                1
+            );
             assert_eq!(drv.read(STATUS, 1)[0], OK);
             assert_eq!(c.requests.load(Ordering::Relaxed), 3);
             assert_eq!(c.bytes.load(Ordering::Relaxed), 8192);
