@@ -145,8 +145,16 @@ pub fn time_one(mut cmd: Command, timeout: Duration, grace: Duration) -> std::io
     }
     let text = reader.join().unwrap_or_default();
     let errs = err_reader.join().unwrap_or_default();
+    // The reader thread timestamps the marker when it gets to read it,
+    // which can be after the main loop saw the process exit; the marker
+    // was written before the exit, so the exit time bounds it too.
+    let ready_at = ready.lock().expect("not poisoned").map(|t| t - started);
+    let ready_at = match (ready_at, exited) {
+        (Some(r), Some((e, _))) => Some(r.min(e)),
+        (r, _) => r,
+    };
     let run = BootRun {
-        ready_s: ready.lock().expect("not poisoned").map(|t| (t - started).as_secs_f64()),
+        ready_s: ready_at.map(|d| d.as_secs_f64()),
         kernel_init_s: *kinit.lock().expect("not poisoned"),
         exit_s: exited.map(|(d, _)| d.as_secs_f64()),
         code: exited.and_then(|(_, c)| c),
