@@ -38,7 +38,7 @@ apt_install() {
 }
 
 # A Linux domain for dom0: a persistent 64 MiB disk, a port on dom0's
-# switch "lan", hvc0 (virtio-console) as its console. $1: guest build dir,
+# switch "lan", and our PV console (hvc0) as its console. $1: guest build dir,
 # $2: where the disk image lives, $3: output file.
 write_linux_cfg() {
     cat >"$3" <<EOF
@@ -47,9 +47,10 @@ memory = 512
 vcpus = 2
 kernel = "$1/bzImage"
 ramdisk = "$1/initramfs.cpio.gz"
-# kernel messages on the serial log too (dom0's domains/ID/serial.log);
-# the shell on hvc0, which 'dom0 console' shows
-cmdline = "console=ttyS0 console=hvc0 panic=-1"
+# the PV console (console_io hypercalls, no emulated UART) from the first
+# kernel message on, and the shell on it: 'dom0 console' shows it, dom0's
+# domains/ID/serial.log keeps it; the virtio-console is hvc1
+cmdline = "earlyprintk=splitpv console=hvc0 panic=-1"
 disk = [ '$2/linux-disk.img,raw,xvda,rw' ]
 vif = [ 'switch=lan' ]
 EOF
@@ -72,7 +73,7 @@ cmd_run() {
         [ -f "$state/linux-disk.img" ] || truncate -s 64M "$state/linux-disk.img"
         write_linux_cfg "$guest" "$state" "$state/linux.cfg"
         target/release/dom0 destroy linux >/dev/null 2>&1 || true
-        log "creating the domain through dom0 (disk $state/linux-disk.img, vif on switch lan, console hvc0)"
+        log "creating the domain through dom0 (disk $state/linux-disk.img, vif on switch lan, PV console hvc0)"
         log "exit the shell or run poweroff to end it; Ctrl-] detaches (then: dom0 destroy linux)"
         exec target/release/dom0 create "$state/linux.cfg" -c "$@"
         ;;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use dom0::client::{self, ClientError};
 use dom0::paths::Paths;
-use dom0::protocol::{DomainInfo, DomainTop, HostInfo, Reply, Request};
+use dom0::protocol::{ConsoleKind, DomainInfo, DomainTop, HostInfo, Reply, Request};
 
 /// Exit code for a refused request or a failed exchange.
 const EXIT_FAILED: u8 = 1;
@@ -34,7 +34,7 @@ enum Cmd {
         /// Settings that override the file's, in its syntax (`vcpus=2`, `name="web2"`).
         #[arg(value_name = "KEY=VALUE")]
         overrides: Vec<String>,
-        /// Attach to its console afterwards.
+        /// Attach to its console (the PV console and UART) afterwards.
         #[arg(short = 'c')]
         console: bool,
         /// Leave it paused.
@@ -78,10 +78,15 @@ enum Cmd {
         /// Name or ID.
         domain: String,
     },
-    /// Attach to a domain's console (hvc0); Ctrl-] detaches.
+    /// Attach to a domain's console; Ctrl-] detaches.
     Console {
         /// Name or ID.
         domain: String,
+        /// Which console: `pv`, the domain's own (PV console and UART;
+        /// Linux's hvc0 with our patches, or ttyS0), or `virtio`, the
+        /// virtio-console (hvc1 beside the PV console).
+        #[arg(short = 't', long = "type", value_enum, default_value_t = ConsoleKind::Pv)]
+        kind: ConsoleKind,
     },
     /// The host, its KVM backend (vmx, svm, pvm) and the domains.
     Info {
@@ -154,7 +159,7 @@ fn command(paths: &Paths, cmd: Cmd) -> Result<(), ClientError> {
             if let Reply::Created { id, name } = reply {
                 println!("domain {name} created (id {id}){}.", if paused { ", paused" } else { "" });
                 if console {
-                    return attach(paths, &name);
+                    return attach(paths, &name, ConsoleKind::Pv);
                 }
             }
         }
@@ -174,7 +179,7 @@ fn command(paths: &Paths, cmd: Cmd) -> Result<(), ClientError> {
         Cmd::Reboot { domain } => say(client::request(paths, &Request::Reboot { domain })?),
         Cmd::Pause { domain } => say(client::request(paths, &Request::Pause { domain })?),
         Cmd::Unpause { domain } => say(client::request(paths, &Request::Unpause { domain })?),
-        Cmd::Console { domain } => return attach(paths, &domain),
+        Cmd::Console { domain, kind } => return attach(paths, &domain, kind),
         Cmd::Info { json } => {
             if let Reply::Info { host } = client::request(paths, &Request::Info)? {
                 if json {
@@ -280,10 +285,10 @@ fn render_top(domains: &[DomainTop]) -> String {
 }
 
 /// `console`: bytes both ways; Ctrl-] (0x1d) detaches.
-fn attach(paths: &Paths, domain: &str) -> Result<(), ClientError> {
+fn attach(paths: &Paths, domain: &str, kind: ConsoleKind) -> Result<(), ClientError> {
     const DETACH: u8 = 0x1d;
     let mut stream = client::connect(paths)?;
-    let reply = client::exchange(&mut stream, &Request::Console { domain: domain.into() })?;
+    let reply = client::exchange(&mut stream, &Request::Console { domain: domain.into(), kind })?;
     let Reply::ConsoleAttached { name } = reply else {
         return Err(ClientError::Protocol("expected a console reply".into()));
     };

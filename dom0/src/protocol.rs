@@ -16,6 +16,20 @@ use crate::config::DomainSpec;
 /// of domains fits easily; a runaway client does not grow the daemon).
 pub const MAX_LINE: usize = 1 << 20;
 
+/// Which of a domain's consoles to attach to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsoleKind {
+    /// The domain's console: what the hypervisor's console carries, the PV
+    /// console (`console_io`; the patched Linux's hvc0) and the emulated
+    /// UART (ttyS0), from the first byte the guest writes.
+    #[default]
+    Pv,
+    /// The virtio-console dom0 serves (Linux's hvc1 beside the PV console,
+    /// hvc0 without it).
+    Virtio,
+}
+
 /// What a client asks the daemon.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -58,10 +72,14 @@ pub enum Request {
         /// Name or numeric ID.
         domain: String,
     },
-    /// Attach to the domain's console; the connection then carries bytes.
+    /// Attach to one of the domain's consoles; the connection then
+    /// carries bytes.
     Console {
         /// Name or numeric ID.
         domain: String,
+        /// Which console (the domain's own unless said otherwise).
+        #[serde(default)]
+        kind: ConsoleKind,
     },
     /// The host and the daemon.
     Info,

@@ -20,11 +20,11 @@
 /// `workload=invalid-opcode`, `workload=unbacked-mmio`,
 /// `workload=page-fault`, `workload=smp`, or one of the PV workloads that
 /// exercise the hypercall interface: `workload=pv-basic`, `pv-hostile`,
-/// `pv-console`, `pv-poweroff`, `pv-reboot`, `pv-crash`, and the direct
+/// `pv-console`, `pv-console-echo`, `pv-poweroff`, `pv-reboot`, `pv-crash`, and the direct
 /// paging workloads `pv-paging` and `pv-paging-hostile`, and the virtio
 /// workloads `virtio-probe`, `virtio-blk`, `virtio-net`, `virtio-console`,
 /// `virtio-hostile` and `virtio-bench` (docs/testguest.md). It reports on
-/// COM1 (`pv-console`: through the `console_io` hypercall) and ends the
+/// COM1 (`pv-console`, `pv-console-echo`: through the `console_io` hypercall) and ends the
 /// domain through `pvabi::ports::DEBUG_EXIT` (`pv-poweroff`, `pv-reboot`,
 /// `pv-crash`: through `sched_op(SHUTDOWN)`).
 pub const TESTGUEST_ELF: &str = env!("TESTGUEST_ELF");

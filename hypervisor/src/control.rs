@@ -116,10 +116,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Error)]
 pub enum ControlChannelError {
     /// The descriptor is not a connected Unix stream socket.
-    #[error("file descriptor {fd} cannot be the control channel: {reason}")]
+    #[error("file descriptor {fd} cannot be the {what}: {reason}")]
     BadFd {
         /// The descriptor.
         fd: RawFd,
+        /// What it was passed for.
+        what: &'static str,
         /// What is wrong with it.
         reason: String,
     },
@@ -128,9 +130,24 @@ pub enum ControlChannelError {
     Io(#[from] io::Error),
 }
 
+/// Takes over `fd`, a Unix stream socket dom0 passed to this process as
+/// its `what` (`--control-fd`, `--console-fd`), after checking that it is
+/// one; marks it close-on-exec.
+pub fn take_inherited_socket(fd: RawFd, what: &'static str) -> Result<UnixStream, ControlChannelError> {
+    check_fd(fd, what)?;
+    // SAFETY: `fd` is an open Unix stream socket (checked above) that
+    // dom0 passed to this process for this purpose; nothing else in the
+    // process owns it, so the UnixStream may close it.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    // Keep it from leaking into anything this process might start.
+    // SAFETY: F_SETFD on a descriptor we own.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(stream)
+}
+
 /// Checks that `fd` is an open Unix stream socket we may take.
-fn check_fd(fd: RawFd) -> Result<(), ControlChannelError> {
-    let bad = |reason: &str| ControlChannelError::BadFd { fd, reason: reason.to_string() };
+fn check_fd(fd: RawFd, what: &'static str) -> Result<(), ControlChannelError> {
+    let bad = |reason: &str| ControlChannelError::BadFd { fd, what, reason: reason.to_string() };
     if fd <= 2 {
         return Err(bad("descriptors 0, 1 and 2 are standard input and output"));
     }
@@ -170,14 +187,7 @@ pub struct ControlChannel {
 impl ControlChannel {
     /// Takes over the inherited socket `fd` (`--control-fd`).
     pub fn from_fd(fd: RawFd) -> Result<ControlChannel, ControlChannelError> {
-        check_fd(fd)?;
-        // SAFETY: `fd` is an open Unix stream socket (checked above) that
-        // dom0 passed to this process for this purpose; nothing else in the
-        // process owns it, so the UnixStream may close it.
-        let stream = unsafe { UnixStream::from_raw_fd(fd) };
-        // Keep it from leaking into anything this process might start.
-        // SAFETY: F_SETFD on a descriptor we own.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        let stream = take_inherited_socket(fd, "control channel")?;
         Ok(ControlChannel::from_stream(stream)?)
     }
 

@@ -5,6 +5,7 @@ use std::ffi::CString;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -427,6 +428,7 @@ pub struct Domain {
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
     serial: Arc<Mutex<SerialPort>>,
+    console_sink: Arc<Mutex<ConsoleSink>>,
     pv: Arc<PvDomain>,
     balloon: Arc<Balloon>,
     ged: Arc<Mutex<Ged>>,
@@ -526,7 +528,7 @@ impl Domain {
             memfd,
             ram.ranges().to_vec(),
             memory_map,
-            PvConsole::new(sink),
+            PvConsole::new(sink.clone()),
             config.vcpus as usize,
             backend == HostBackend::Pvm,
         )
@@ -596,6 +598,7 @@ impl Domain {
             pio: Arc::new(pio),
             mmio: Arc::new(mmio),
             serial,
+            console_sink: sink,
             pv,
             balloon: Arc::new(Balloon::default()),
             ged,
@@ -639,6 +642,14 @@ impl Domain {
     /// What kind of guest it runs.
     pub fn kind(&self) -> GuestKind {
         self.kind
+    }
+
+    /// Sends the console's live output (UART and PV console) to `stream`,
+    /// dom0's console socket, instead of stdout. Writes never block a vCPU:
+    /// what dom0 does not take in time is dropped (the console log keeps
+    /// everything).
+    pub fn echo_console_to(&self, stream: UnixStream) {
+        self.console_sink.lock().unwrap_or_else(|p| p.into_inner()).echo_to(stream);
     }
 
     /// A handle that feeds console input to the guest (UART and PV console).

@@ -1,14 +1,17 @@
 //! `hypervisor`: runs one domain in the foreground, or reports on the host.
 
+use std::io::Read;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use hypervisor::backend;
 use hypervisor::config::{DomainConfig, VirtioDeviceConfig};
-use hypervisor::control::{ControlChannel, ControlEvent};
-use hypervisor::domain::{Domain, DomainEnd, DomainError, RunOptions, RunReport};
+use hypervisor::control::{take_inherited_socket, ControlChannel, ControlEvent};
+use hypervisor::domain::{ConsoleInput, Domain, DomainEnd, DomainError, RunOptions, RunReport, Stopper};
 use pvabi::cpuid::HostBackend;
 use pvabi::exit_status::EXIT_CODE_HOST_ERROR;
 
@@ -75,6 +78,12 @@ struct RunArgs {
     /// channel (newline-delimited JSON; see hypervisor::control).
     #[arg(long, value_name = "FD")]
     control_fd: Option<i32>,
+    /// An inherited, connected Unix stream socket for the domain's console
+    /// (UART and PV console): its output is written there instead of
+    /// stdout, and what arrives is the console's input (dom0's `dom0
+    /// console`). Without it, stdout and stdin are the console.
+    #[arg(long, value_name = "FD")]
+    console_fd: Option<i32>,
     /// Build the domain and start it paused: its vCPUs wait for an
     /// `unpause` on the control channel.
     #[arg(long, requires = "control_fd")]
@@ -125,22 +134,46 @@ impl Drop for RawTerminal {
 /// Ctrl-], as in `xl console` and telnet.
 const DETACH: u8 = 0x1d;
 
-/// Feeds stdin to the guest's UART; Ctrl-] stops the domain.
-fn spawn_console_input(domain: &Domain) {
-    use std::io::Read;
-    let input_sink = domain.console_input();
-    let stopper = domain.stopper();
+/// The running domain's console input and its stopper; replaced at every
+/// (re)start, empty before the first and in between.
+#[derive(Clone, Default)]
+struct InputTarget(Arc<Mutex<Option<(ConsoleInput, Stopper)>>>);
+
+impl InputTarget {
+    fn set(&self, target: Option<(ConsoleInput, Stopper)>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = target;
+    }
+
+    fn get(&self) -> Option<(ConsoleInput, Stopper)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Feeds `source` to the guest's console (UART and PV console) for as
+/// long as the process runs. From stdin (`detach_key`), Ctrl-] stops the
+/// domain; from dom0's console socket every byte is input (dom0's client
+/// detaches on Ctrl-] itself).
+fn spawn_console_input(mut source: impl Read + Send + 'static, detach_key: bool, target: InputTarget) {
     let _ = std::thread::Builder::new().name("console-input".into()).spawn(move || {
         let mut buf = [0u8; 256];
-        let mut stdin = std::io::stdin();
-        while let Ok(n) = stdin.read(&mut buf) {
+        while let Ok(n) = source.read(&mut buf) {
             if n == 0 {
                 return;
             }
+            // Input that comes before the domain is built, or between a
+            // reboot and the next start, waits for it.
+            let (input_sink, stopper) = loop {
+                match target.get() {
+                    Some(t) => break t,
+                    None => std::thread::sleep(Duration::from_millis(10)),
+                }
+            };
             let mut input = &buf[..n];
-            if let Some(i) = input.iter().position(|&b| b == DETACH) {
-                stopper.stop();
-                input = &input[..i];
+            if detach_key {
+                if let Some(i) = input.iter().position(|&b| b == DETACH) {
+                    stopper.stop();
+                    input = &input[..i];
+                }
             }
             // The PV console queues everything; the UART FIFO is small, so
             // wait for the guest to drain it.
@@ -289,7 +322,25 @@ fn run(args: RunArgs) -> ExitCode {
         send(ControlEvent::Ended { reason: "error".into(), exit_code: i32::from(code), detail });
         ExitCode::from(code)
     };
-    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let console_socket: Option<UnixStream> = match args.console_fd.map(|fd| take_inherited_socket(fd, "console")).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hypervisor: --console-fd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let input_target = InputTarget::default();
+    match &console_socket {
+        Some(socket) => match socket.try_clone() {
+            Ok(reader) => spawn_console_input(reader, false, input_target.clone()),
+            Err(e) => {
+                eprintln!("hypervisor: --console-fd: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => spawn_console_input(std::io::stdin(), true, input_target.clone()),
+    }
+    let interactive = console_socket.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdin());
     let mut start_paused = args.paused;
     loop {
         let domain = match Domain::build(&config, detection.backend) {
@@ -318,7 +369,13 @@ fn run(args: RunArgs) -> ExitCode {
                  nested-SVM rig (tests/rig)."
             );
         }
-        spawn_console_input(&domain);
+        if let Some(socket) = &console_socket {
+            match socket.try_clone() {
+                Ok(s) => domain.echo_console_to(s),
+                Err(e) => eprintln!("hypervisor: the console socket cannot be used, the console goes to stdout: {e}"),
+            }
+        }
+        input_target.set(Some((domain.console_input(), domain.stopper())));
         let domain_control = domain.control();
         if std::mem::take(&mut start_paused) {
             // No vCPU runs yet: this returns at once and they park as
@@ -340,6 +397,7 @@ fn run(args: RunArgs) -> ExitCode {
         if let Some(c) = &control {
             c.detach();
         }
+        input_target.set(None);
         drop(_raw);
         if args.stats {
             print_stats(&report);

@@ -177,21 +177,35 @@ fn the_console_command_shows_the_guest_and_sends_it_input() {
         return;
     }
     let dom0 = Dom0::new("console");
+    // The domain's own console (the default): the PV console and the UART,
+    // relayed from the hypervisor. `create -c` attaches at once; the boot
+    // lines the guest printed on its UART before it switched to console_io
+    // are there too, and the typed line reaches console_io(READ).
+    let cfg = dom0.testguest_config("pvtalker", "workload=pv-console-echo console.wait-ms=30000", "");
+    let r = dom0.cli_with_input(&["create", cfg.to_str().unwrap(), "-c"], Some(b"first line\n"));
+    assert_eq!(r.code, Some(0), "{}", r.explain());
+    assert!(r.stdout.contains("domain pvtalker created"), "{}", r.explain());
+    assert!(r.stdout.contains("testguest: SplitPVonKVM ABI"), "{}", r.explain());
+    assert!(r.stdout.contains("SPLITPV-PVCONSOLE hello"), "{}", r.explain());
+    assert!(r.stdout.contains("SPLITPV-PVCONSOLE echo: first line"), "{}", r.explain());
+
+    // `console -t virtio`: the virtio-console served by dom0's backend, with
+    // a script's input: the line goes to the guest, whose echo comes back;
+    // the command ends when the domain does.
     let cfg = dom0.testguest_config("talker", "workload=virtio-console console.name=talker console.wait-ms=30000", "");
     dom0.ok(&["create", cfg.to_str().unwrap()]);
-    // `console` with a script's input: the line goes to the guest, whose
-    // echo comes back; the command ends when the domain does.
-    let r = dom0.cli_with_input(&["console", "talker"], Some(b"hello from the test\n"));
+    let r = dom0.cli_with_input(&["console", "-t", "virtio", "talker"], Some(b"hello from the test\n"));
     assert_eq!(r.code, Some(0), "{}", r.explain());
     assert!(r.stdout.contains("SPLITPV-VCONSOLE hello from talker"), "{}", r.explain());
     assert!(r.stdout.contains("SPLITPV-VCONSOLE echo: hello from the test"), "{}", r.explain());
+    assert!(!r.stdout.contains("testguest: SplitPVonKVM ABI"), "the virtio-console shows the UART's output: {}", r.explain());
 
-    // `create -c` attaches at once.
-    let cfg = dom0.testguest_config("talker2", "workload=virtio-console console.name=talker2 console.wait-ms=30000", "");
-    let r = dom0.cli_with_input(&["create", cfg.to_str().unwrap(), "-c"], Some(b"second line\n"));
+    // The PV console of the same kind of domain, with its input.
+    let cfg = dom0.testguest_config("pvtalker2", "workload=pv-console-echo console.wait-ms=30000", "");
+    dom0.ok(&["create", cfg.to_str().unwrap()]);
+    let r = dom0.cli_with_input(&["console", "pvtalker2"], Some(b"second line\n"));
     assert_eq!(r.code, Some(0), "{}", r.explain());
-    assert!(r.stdout.contains("domain talker2 created"), "{}", r.explain());
-    assert!(r.stdout.contains("SPLITPV-VCONSOLE echo: second line"), "{}", r.explain());
+    assert!(r.stdout.contains("SPLITPV-PVCONSOLE echo: second line"), "{}", r.explain());
 }
 
 #[test]

@@ -51,18 +51,23 @@ fn linux_guests_boot_power_off_reboot_and_panic_in_the_rig() {
 
 /// Linux guests created by dom0 inside the rig: virtio-blk (a disk written
 /// in one life is read back in the next), virtio-net through dom0's switch
-/// (ping), hvc0 on virtio-console (`dom0 console`), the ACPI power button
-/// (`dom0 shutdown -w`), and a `kill -9` of a hypervisor process reported.
+/// (ping), the PV console as hvc0 (`dom0 console`, from the first kernel
+/// message, with a shell that takes typed commands), the virtio-console as
+/// hvc1 (`dom0 console -t virtio`), the ACPI power button (`dom0 shutdown
+/// -w`), and a `kill -9` of a hypervisor process reported.
 #[test]
 fn linux_guests_managed_by_dom0_in_the_rig() {
     let run = run_scenario("tests/rig/scenarios/dom0-linux.scenario", &["hypervisor", "dom0"], 1500);
     let expected = [
         "dom0-linux-disk-write",
         "dom0-linux-ping",
+        "dom0-linux-pv-console",
+        "dom0-linux-virtio-console",
         "dom0-linux-a-ended-b-runs",
         "dom0-linux-shutdown",
         "dom0-linux-disk-persists",
         "dom0-linux-bridge",
+        "dom0-linux-pv-shell",
         "dom0-linux-kill9",
     ];
     let failures = failures(&run, &expected);

@@ -124,7 +124,16 @@ impl ConsoleHandle {
         &self.shared.input_event
     }
 
-    fn output(&self, bytes: Vec<u8>) {
+    /// Takes all the input waiting for the guest (for a console that
+    /// hands it on in one piece, like the domain's own console).
+    pub(crate) fn take_input(&self) -> Vec<u8> {
+        let _ = self.shared.input_event.read();
+        let mut input = self.shared.input.lock().unwrap_or_else(|e| e.into_inner());
+        input.drain(..).collect()
+    }
+
+    /// New output from the guest: into the scrollback and to every client.
+    pub(crate) fn output(&self, bytes: Vec<u8>) {
         let mut out = self.shared.out.lock().unwrap_or_else(|e| e.into_inner());
         let sb = &mut out.scrollback;
         if bytes.len() >= SCROLLBACK_BYTES {

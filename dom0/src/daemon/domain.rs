@@ -15,7 +15,7 @@ use super::control::ControlHandle;
 use crate::backends::{self, BackendSpec, NetPort, RunningBackend, Switch};
 use crate::config::{Action, DomainSpec, VifLink};
 use crate::paths::{hypervisor_binary, Paths};
-use crate::protocol::{DomainInfo, DomainState, DomainTop};
+use crate::protocol::{ConsoleKind, DomainInfo, DomainState, DomainTop};
 
 /// A domain that restarts this often within [`RESTART_WINDOW`] is left
 /// shut down instead of restarted again (a crash loop).
@@ -64,6 +64,9 @@ struct Life {
     control: ControlHandle,
     backends: Vec<RunningBackend>,
     devices: Vec<String>,
+    /// The domain's own console (PV console and UART) from the
+    /// hypervisor's console socket.
+    console: backends::ConsoleHandle,
     /// Becomes true once the process is gone.
     exited: watch::Receiver<bool>,
 }
@@ -227,6 +230,9 @@ impl Daemon {
         devices.push("console".into());
 
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair failed: {e}"))?;
+        let (console_ours, console_theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair failed: {e}"))?;
+        let console = super::console::relay(console_ours).map_err(|e| format!("the console relay could not start: {e}"))?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -247,7 +253,9 @@ impl Daemon {
             .arg("--console-log")
             .arg(dir.join("serial.log"))
             .arg("--control-fd")
-            .arg(CHILD_CONTROL_FD.to_string());
+            .arg(CHILD_CONTROL_FD.to_string())
+            .arg("--console-fd")
+            .arg(CHILD_CONSOLE_FD.to_string());
         if let Some(r) = &spec.ramdisk {
             cmd.arg("--initrd").arg(r);
         }
@@ -261,7 +269,7 @@ impl Daemon {
             .stdout(log.try_clone().map_err(|e| format!("duplicating the log fd failed: {e}"))?)
             .stderr(log)
             .kill_on_drop(false);
-        pass_fd(&mut cmd, OwnedFd::from(theirs));
+        pass_fds(&mut cmd, [(OwnedFd::from(theirs), CHILD_CONTROL_FD), (OwnedFd::from(console_theirs), CHILD_CONSOLE_FD)]);
         let mut child = cmd.spawn().map_err(|e| format!("starting {} failed: {e}", hypervisor_binary().display()))?;
         let pid = child.id().unwrap_or(0);
         ours.set_nonblocking(true).map_err(|e| format!("control socket: {e}"))?;
@@ -288,6 +296,7 @@ impl Daemon {
                 control: control.clone(),
                 backends,
                 devices,
+                console,
                 exited: exited_rx,
             });
             u64::from(d.starts)
@@ -546,14 +555,23 @@ impl Daemon {
             .collect()
     }
 
-    /// The console backend of a running domain, and a receiver that turns
+    /// One of the consoles of a running domain, and a receiver that turns
     /// true when the domain's process is gone.
-    pub fn console_of(&self, domain: &str) -> Result<(String, backends::ConsoleHandle, watch::Receiver<bool>), String> {
+    pub fn console_of(
+        &self,
+        domain: &str,
+        kind: ConsoleKind,
+    ) -> Result<(String, backends::ConsoleHandle, watch::Receiver<bool>), String> {
         let t = self.table();
         let id = Self::resolve(&t, domain)?;
         let d = &t.domains[&id];
         let life = d.life.as_ref().ok_or_else(|| format!("domain {} is not running.", d.spec.name))?;
-        let console = life.backends.iter().find_map(|b| b.console()).ok_or("the domain has no console device.")?;
+        let console = match kind {
+            ConsoleKind::Pv => life.console.clone(),
+            ConsoleKind::Virtio => {
+                life.backends.iter().find_map(|b| b.console()).ok_or("the domain has no virtio-console device.")?
+            }
+        };
         Ok((d.spec.name.clone(), console, life.exited.clone()))
     }
 
@@ -615,25 +633,34 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// The control socket's number in the hypervisor process.
 pub const CHILD_CONTROL_FD: i32 = 3;
+/// The console socket's number in the hypervisor process.
+pub const CHILD_CONSOLE_FD: i32 = 4;
 
-/// Makes `fd` the child's [`CHILD_CONTROL_FD`].
+/// Gives the child each `(fd, number)`: `fd` becomes its descriptor
+/// `number`, open across exec.
 #[allow(unsafe_code)]
-fn pass_fd(cmd: &mut tokio::process::Command, fd: OwnedFd) {
-    let raw = fd.as_raw_fd();
+fn pass_fds<const N: usize>(cmd: &mut tokio::process::Command, fds: [(OwnedFd, i32); N]) {
     // SAFETY: the closure runs in the forked child before exec and only
-    // calls dup2 (async-signal-safe). `fd` is moved into the closure, so
-    // the descriptor stays open in the parent until `cmd` is dropped.
+    // calls fcntl, dup2 and close (async-signal-safe) on descriptors it
+    // owns there. The fds are moved into the closure, so they stay open in
+    // the parent until `cmd` is dropped.
     unsafe {
         cmd.pre_exec(move || {
-            let _keep = &fd;
-            // dup2 clears FD_CLOEXEC on the new descriptor; if raw already
-            // is CHILD_CONTROL_FD, clear the flag by hand.
-            if raw == CHILD_CONTROL_FD {
-                if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+            // First move every descriptor above the numbers wanted, so that
+            // no dup2 below overwrites one still to be placed.
+            let mut high = [-1; N];
+            for (i, (fd, _)) in fds.iter().enumerate() {
+                high[i] = libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD, 64);
+                if high[i] < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-            } else if libc::dup2(raw, CHILD_CONTROL_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
+            }
+            for (i, (_, number)) in fds.iter().enumerate() {
+                // dup2 clears FD_CLOEXEC on the new descriptor.
+                if libc::dup2(high[i], *number) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(high[i]);
             }
             Ok(())
         });

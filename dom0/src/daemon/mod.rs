@@ -10,6 +10,7 @@
 //! (waiting for its process) and one per control channel. The table is a
 //! std mutex never held across an await.
 
+mod console;
 mod control;
 mod domain;
 mod host;

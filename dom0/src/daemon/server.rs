@@ -123,8 +123,8 @@ async fn serve_client(daemon: Arc<Daemon>, mut stream: UnixStream) {
         Request::Unpause { domain } => done(daemon.set_paused(&domain, false).await),
         Request::Info => ok(Reply::Info { host: host_info(&daemon).await }),
         Request::Top => ok(Reply::Top { domains: daemon.top().await }),
-        Request::Console { domain } => {
-            match daemon.console_of(&domain) {
+        Request::Console { domain, kind } => {
+            match daemon.console_of(&domain, kind) {
                 Ok((name, console, exited)) => {
                     if send(&mut stream, &ok(Reply::ConsoleAttached { name })).await.is_ok() {
                         relay_console(stream, console, exited).await;

@@ -26,6 +26,7 @@ pub enum Workload {
     PvBasic,
     PvHostile,
     PvConsole,
+    PvConsoleEcho,
     PvPoweroff,
     PvReboot,
     PvCrash,
@@ -44,7 +45,7 @@ pub enum Workload {
 }
 
 impl Workload {
-    const ALL: [(&'static str, Workload); 25] = [
+    const ALL: [(&'static str, Workload); 26] = [
         ("banner", Workload::Banner),
         ("compute", Workload::Compute),
         ("triple-fault", Workload::TripleFault),
@@ -55,6 +56,7 @@ impl Workload {
         ("pv-basic", Workload::PvBasic),
         ("pv-hostile", Workload::PvHostile),
         ("pv-console", Workload::PvConsole),
+        ("pv-console-echo", Workload::PvConsoleEcho),
         ("pv-poweroff", Workload::PvPoweroff),
         ("pv-reboot", Workload::PvReboot),
         ("pv-crash", Workload::PvCrash),

@@ -347,6 +347,7 @@ fn run_workload(options: &cmdline::Options<'_>, boot: &BootParameters, vif_regis
         Workload::PvBasic => pv::basic(boot),
         Workload::PvHostile => pv::hostile(boot),
         Workload::PvConsole => pv::console_workload(),
+        Workload::PvConsoleEcho => pv::console_echo_workload(options.virtio.console_wait_ms),
         Workload::PowerButton => {
             // dom0's `shutdown` presses the ACPI power button: the GED
             // event register reads (and clears) bit 0. Poll it every ~10 ms

@@ -430,6 +430,57 @@ pub fn console_workload() -> ! {
     exit(exit_status::SUCCESS)
 }
 
+/// `pv-console-echo`: the PV console both ways, as a shell on Linux's
+/// hvc0 uses it: prints a hello through `console_io`, waits up to
+/// `wait_ms` for a line of input from `console_io(READ)` (polled every
+/// 10 ms with `sched_op(BLOCK)`), prints it back and ends with SUCCESS.
+pub fn console_echo_workload(wait_ms: u64) -> ! {
+    const POLL_US: u64 = 10_000;
+    let hc = match hypercall::install() {
+        Ok(hc) => hc,
+        Err(error) => {
+            println!("testguest: pv-console-echo: cannot install the hypercall page: {error}");
+            exit(exit_status::FAILURE)
+        }
+    };
+    crate::console::use_console_io(hc);
+    println!("SPLITPV-PVCONSOLE hello; waiting {wait_ms} ms for a line of input");
+    let mut line = [0u8; 256];
+    let mut len = 0;
+    let mut chunk = [0u8; 64];
+    let mut waited_us = 0;
+    'receive: loop {
+        match hc.console_read(&mut chunk) {
+            Ok(0) => {}
+            Ok(count) => {
+                for &byte in &chunk[..count as usize] {
+                    if byte == b'\n' || byte == b'\r' {
+                        if len > 0 {
+                            break 'receive;
+                        }
+                    } else if len < line.len() {
+                        line[len] = byte;
+                        len += 1;
+                    }
+                }
+                continue;
+            }
+            Err(error) => {
+                println!("testguest: pv-console-echo: console_io(READ) FAILED: {}", Shown(Err(error)));
+                exit(exit_status::FAILURE)
+            }
+        }
+        if waited_us >= wait_ms.saturating_mul(1000) {
+            println!("testguest: pv-console-echo: FAILED: no line of input within {wait_ms} ms ({len} bytes of a partial line)");
+            exit(exit_status::FAILURE)
+        }
+        let _ = hc.sched_block(POLL_US);
+        waited_us += POLL_US;
+    }
+    println!("SPLITPV-PVCONSOLE echo: {}", Escaped(&line[..len]));
+    exit(exit_status::SUCCESS)
+}
+
 /// `pv-poweroff`, `pv-reboot`, `pv-crash`: `sched_op(SHUTDOWN)` with
 /// `reason`; returning from it is a failure.
 pub fn shutdown(reason: u32) -> ! {

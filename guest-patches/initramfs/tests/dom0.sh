@@ -19,6 +19,16 @@ for arg in $(cat /proc/cmdline); do
 done
 echo "SPLITPV-DOM0 devices: $(ls /sys/bus/virtio/devices 2>/dev/null | tr '\n' ' ')"
 echo "SPLITPV-DOM0 block: $(cd /sys/block 2>/dev/null && echo vd*) net: $(cd /sys/class/net && echo *)"
+# A line on every hvc that is not the console: the virtio-console dom0
+# serves (hvc1 beside our PV console hvc0; hvc0 on other hypervisors).
+echo "SPLITPV-DOM0 console: $(cat /sys/class/tty/console/active 2>/dev/null)"
+active=" $(cat /sys/class/tty/console/active 2>/dev/null) "
+for t in /sys/class/tty/hvc*; do
+	[ -e "$t" ] || continue
+	n=${t##*/}
+	case "$active" in *" $n "*) continue ;; esac
+	echo "SPLITPV-DOM0 virtio-console hello on $n" >"/dev/$n" && echo "SPLITPV-DOM0 wrote a line to $n"
+done
 
 pattern() { # SEED: 1 MiB of text that depends on the seed
 	i=0

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
 use vm_superio::{serial::NoEvents, Serial, Trigger};
@@ -56,10 +57,24 @@ impl ConsoleTail {
     }
 }
 
-/// Where console bytes go: the hypervisor's stdout, the log file, and the
-/// kept tail.
+/// Where the console's live output goes, besides the log and the tail.
+enum Echo {
+    /// Nowhere.
+    None,
+    /// The hypervisor's stdout (`hypervisor run` in a terminal).
+    Stdout(io::Stdout),
+    /// dom0's console socket (`--console-fd`).
+    Socket {
+        stream: UnixStream,
+        /// Bytes dropped because dom0 was not reading.
+        dropped: u64,
+    },
+}
+
+/// Where console bytes go: stdout or dom0's console socket, the log file,
+/// and the kept tail.
 pub struct ConsoleSink {
-    stdout: Option<io::Stdout>,
+    echo: Echo,
     log: Option<File>,
     tail: ConsoleTail,
 }
@@ -67,8 +82,30 @@ pub struct ConsoleSink {
 impl ConsoleSink {
     /// Writes to stdout (if `echo`), to `log` (if any) and to `tail`.
     pub fn new(echo: bool, log: Option<File>, tail: ConsoleTail) -> ConsoleSink {
-        ConsoleSink { stdout: echo.then(io::stdout), log, tail }
+        ConsoleSink { echo: if echo { Echo::Stdout(io::stdout()) } else { Echo::None }, log, tail }
     }
+
+    /// Sends the live output to `stream` (dom0's console socket) instead
+    /// of stdout.
+    pub fn echo_to(&mut self, stream: UnixStream) {
+        self.echo = Echo::Socket { stream, dropped: 0 };
+    }
+}
+
+/// Writes `buf` to `stream` without blocking: a vCPU must not wait for
+/// dom0. Returns how many bytes could not be written (the socket buffer
+/// was full, or dom0 has gone).
+fn send_nonblocking(stream: &UnixStream, mut buf: &[u8]) -> usize {
+    use nix::sys::socket::{send, MsgFlags};
+    use std::os::fd::AsRawFd;
+    while !buf.is_empty() {
+        match send(stream.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => buf = &buf[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => break,
+        }
+    }
+    buf.len()
 }
 
 impl Write for ConsoleSink {
@@ -76,9 +113,21 @@ impl Write for ConsoleSink {
         // A console that cannot be written (closed stdout, full disk) must
         // not stop the guest: drop the bytes, as a UART with nothing
         // attached does.
-        if let Some(out) = &mut self.stdout {
-            let mut out = out.lock();
-            let _ = out.write_all(buf).and_then(|()| out.flush());
+        match &mut self.echo {
+            Echo::None => {}
+            Echo::Stdout(out) => {
+                let mut out = out.lock();
+                let _ = out.write_all(buf).and_then(|()| out.flush());
+            }
+            Echo::Socket { stream, dropped } => {
+                let lost = send_nonblocking(stream, buf);
+                if lost > 0 {
+                    if *dropped == 0 {
+                        tracing::warn!("dom0 is not reading the console: dropping output (the console log keeps it)");
+                    }
+                    *dropped += lost as u64;
+                }
+            }
         }
         if let Some(log) = &mut self.log {
             let _ = log.write_all(buf);
@@ -163,6 +212,29 @@ mod tests {
         File::open(&path).unwrap().read_to_string(&mut s).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(s, "hi\n");
+    }
+
+    #[test]
+    fn the_console_socket_gets_the_output_and_never_blocks_the_writer() {
+        let (ours, dom0) = UnixStream::pair().unwrap();
+        let tail = ConsoleTail::default();
+        let mut sink = ConsoleSink::new(false, None, tail.clone());
+        sink.echo_to(ours);
+        sink.write_all(b"hello\n").unwrap();
+        let mut got = [0u8; 6];
+        (&dom0).read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello\n");
+        // dom0 stops reading: far more than a socket buffer still returns
+        // at once (the live stream drops, the tail keeps the latest).
+        let chunk = [b'x'; 64 * 1024];
+        for _ in 0..256 {
+            assert_eq!(sink.write(&chunk).unwrap(), chunk.len());
+        }
+        assert!(matches!(&sink.echo, Echo::Socket { dropped, .. } if *dropped > 0));
+        assert!(tail.text().ends_with("xxxx"));
+        // dom0 gone: still no error for the guest.
+        drop(dom0);
+        assert_eq!(sink.write(b"after\n").unwrap(), 6);
     }
 
     #[test]
