@@ -26,6 +26,8 @@ pub struct CpuidParams {
     pub backend: HostBackend,
     /// Whether the domain has direct paging (`mmu_update`, `mmuext_op`).
     pub direct_paging: bool,
+    /// Whether console input raises `pvabi::console::IRQ`.
+    pub console_irq: bool,
     /// Leave KVM's leaves at 0x4000_0000 and add none of ours, as a plain
     /// KVM host would (`hypervisor run --hide-pv-cpuid`).
     pub hide_pv_leaves: bool,
@@ -68,7 +70,8 @@ pub fn build(supported: &[kvm_cpuid_entry2], p: CpuidParams) -> Vec<kvm_cpuid_en
     let leaf = |function, eax, ebx, ecx, edx| kvm_cpuid_entry2 { function, index: 0, flags: 0, eax, ebx, ecx, edx, ..Default::default() };
     let feature_bits = features::HYPERCALL_PAGE
         | if p.backend == HostBackend::Pvm { features::HOST_PVM } else { 0 }
-        | if p.direct_paging { features::DIRECT_PAGING } else { 0 };
+        | if p.direct_paging { features::DIRECT_PAGING } else { 0 }
+        | if p.console_irq { features::CONSOLE_IRQ } else { 0 };
     out.push(leaf(LEAF_SIGNATURE, LEAF_MAX, word(0), word(4), word(8)));
     out.push(leaf(LEAF_VERSION, (u32::from(pvabi::ABI_VERSION_MAJOR) << 16) | u32::from(pvabi::ABI_VERSION_MINOR), 0, 0, 0));
     out.push(leaf(LEAF_FEATURES, feature_bits, p.backend as u32, p.vcpu_count, pvabi::hypercall::MSR_HYPERCALL_PAGE));
@@ -100,7 +103,8 @@ mod tests {
 
     #[test]
     fn hypervisor_bit_and_apic_id() {
-        let v = build(&kvm_like(), CpuidParams { vcpu_index: 3, vcpu_count: 4, backend: HostBackend::Vmx, direct_paging: false, hide_pv_leaves: false });
+        let v = build(&kvm_like(), CpuidParams { vcpu_index: 3, vcpu_count: 4, backend: HostBackend::Vmx, direct_paging: false, console_irq: true, hide_pv_leaves: false });
+        assert_ne!(find(&v, LEAF_FEATURES).eax & features::CONSOLE_IRQ, 0);
         let l1 = find(&v, 1);
         assert_ne!(l1.ecx & LEAF1_ECX_HYPERVISOR, 0);
         assert_eq!(l1.ebx >> 24, 3);
@@ -110,7 +114,7 @@ mod tests {
 
     #[test]
     fn our_leaves_replace_kvms_which_move_up() {
-        let v = build(&kvm_like(), CpuidParams { vcpu_index: 0, vcpu_count: 2, backend: HostBackend::Pvm, direct_paging: true, hide_pv_leaves: false });
+        let v = build(&kvm_like(), CpuidParams { vcpu_index: 0, vcpu_count: 2, backend: HostBackend::Pvm, direct_paging: true, console_irq: false, hide_pv_leaves: false });
         let sig = find(&v, LEAF_SIGNATURE);
         let mut bytes = Vec::new();
         for r in [sig.ebx, sig.ecx, sig.edx] {
@@ -129,6 +133,7 @@ mod tests {
         assert_eq!(f.ecx, 2);
         assert_ne!(f.eax & features::HYPERCALL_PAGE, 0);
         assert_ne!(f.eax & features::DIRECT_PAGING, 0);
+        assert_eq!(f.eax & features::CONSOLE_IRQ, 0, "no console interrupt without an interrupt controller");
         assert_eq!(f.edx, pvabi::hypercall::MSR_HYPERCALL_PAGE);
         let ver = find(&v, LEAF_VERSION);
         assert_eq!(ver.eax, (u32::from(pvabi::ABI_VERSION_MAJOR) << 16) | u32::from(pvabi::ABI_VERSION_MINOR));
@@ -136,7 +141,7 @@ mod tests {
 
     #[test]
     fn no_pvm_flag_on_hardware_hosts() {
-        let v = build(&kvm_like(), CpuidParams { vcpu_index: 0, vcpu_count: 1, backend: HostBackend::Svm, direct_paging: false, hide_pv_leaves: false });
+        let v = build(&kvm_like(), CpuidParams { vcpu_index: 0, vcpu_count: 1, backend: HostBackend::Svm, direct_paging: false, console_irq: false, hide_pv_leaves: false });
         assert_eq!(find(&v, LEAF_FEATURES).eax & features::HOST_PVM, 0);
         assert_eq!(find(&v, LEAF_FEATURES).eax & features::DIRECT_PAGING, 0);
         assert_eq!(HostBackend::from_u32(find(&v, LEAF_FEATURES).ebx), HostBackend::Svm);
@@ -144,7 +149,7 @@ mod tests {
 
     #[test]
     fn hidden_leaves_look_like_plain_kvm() {
-        let v = build(&kvm_like(), CpuidParams { vcpu_index: 1, vcpu_count: 2, backend: HostBackend::Svm, direct_paging: true, hide_pv_leaves: true });
+        let v = build(&kvm_like(), CpuidParams { vcpu_index: 1, vcpu_count: 2, backend: HostBackend::Svm, direct_paging: true, console_irq: true, hide_pv_leaves: true });
         let sig = find(&v, LEAF_SIGNATURE);
         assert_eq!((sig.eax, sig.ebx, sig.ecx, sig.edx), (0x4000_0001, 0x4b4d_564b, 0x564b_4d56, 0x4d), "KVMKVMKVM at the base, unmoved");
         assert_eq!(find(&v, LEAF_VERSION).eax, 0x0100_7efb, "KVM's feature leaf in its place");

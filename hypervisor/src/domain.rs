@@ -522,13 +522,19 @@ impl Domain {
                 .map(|(addr, size, kind)| pvabi::boot::MemMapEntry { addr, size, kind, reserved: 0 })
                 .collect(),
         };
+        let mut pv_console = PvConsole::new(sink.clone());
+        if irqchip {
+            let console_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(DomainError::EventFd)?;
+            vm.register_irqfd(&console_irq, pvabi::console::IRQ)?;
+            pv_console = pv_console.with_irq(console_irq);
+        }
         let memfd = ram.file().try_clone().map_err(|e| DomainError::Memory(crate::vstate::memory::MemoryError::Dup(e)))?;
         let pv = Arc::new(PvDomain::new(
             ram.memory().clone(),
             memfd,
             ram.ranges().to_vec(),
             memory_map,
-            PvConsole::new(sink.clone()),
+            pv_console,
             config.vcpus as usize,
             backend == HostBackend::Pvm,
         )
@@ -551,6 +557,7 @@ impl Domain {
                     vcpu_count: config.vcpus,
                     backend,
                     direct_paging: pv.frames.is_some(),
+                    console_irq: irqchip,
                     hide_pv_leaves: config.hide_pv_cpuid,
                 },
             );

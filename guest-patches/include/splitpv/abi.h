@@ -123,6 +123,11 @@ typedef int64_t  spv_s64;
 #define SPV_CPUID_FEATURES_HYPERCALL_PAGE	(1 << 1)
 /* Direct paging: mmu_update / mmuext_op are available. */
 #define SPV_CPUID_FEATURES_DIRECT_PAGING	(1 << 2)
+/*
+ * Console input raises GSI SPV_CONSOLE_IRQ (see there); without this bit
+ * the guest polls SPV_CONSOLE_READ.
+ */
+#define SPV_CPUID_FEATURES_CONSOLE_IRQ		(1 << 3)
 
 /*
  * cpuid::HostBackend: the kind of KVM the host provides, EBX of
@@ -430,6 +435,14 @@ typedef int64_t  spv_s64;
  * says how much was taken.
  */
 #define SPV_CONSOLE_MAX_CHUNK	4096
+/*
+ * GSI (I/O APIC pin; edge-triggered, active high) the hypervisor pulses when
+ * console input arrives for SPV_CONSOLE_READ, if SPV_CPUID_FEATURES_CONSOLE_IRQ
+ * is set (domains with an interrupt controller). The guest then reads until
+ * SPV_CONSOLE_READ returns 0; it needs no polling. An ISA line no other
+ * device uses (COM1 has 4, the power GED 5; the virtio slots take 16 and up).
+ */
+#define SPV_CONSOLE_IRQ		6
 
 /* ------------------------------------------------------------------------
  * sched: SPV_HYPERCALL_SCHED_OP commands.

@@ -55,6 +55,9 @@ pub mod cpuid {
         pub const HYPERCALL_PAGE: u32 = 1 << 1;
         /// Direct paging: `mmu_update` / `mmuext_op` are available.
         pub const DIRECT_PAGING: u32 = 1 << 2;
+        /// Console input raises GSI [`crate::console::IRQ`] (see there);
+        /// without this bit the guest polls `console_io(READ)`.
+        pub const CONSOLE_IRQ: u32 = 1 << 3;
     }
 
     /// The kind of KVM the host provides (EBX of [`LEAF_FEATURES`]).
@@ -498,6 +501,13 @@ pub mod console {
     /// Largest `count` one call takes; longer writes are cut and the
     /// returned count says how much was taken.
     pub const MAX_CHUNK: u64 = 4096;
+    /// GSI (I/O APIC pin; edge-triggered, active high) the hypervisor
+    /// pulses when console input arrives for `READ`, if the feature bit
+    /// `cpuid::features::CONSOLE_IRQ` is set (domains with an interrupt
+    /// controller). The guest then reads until `READ` returns 0; it needs
+    /// no polling. An ISA line no other device uses (COM1 has 4, the power
+    /// GED 5; the virtio slots take 16 and up).
+    pub const IRQ: u32 = 6;
 }
 
 /// `SCHED_OP` commands.

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use vmm_sys_util::eventfd::EventFd;
+
 use crate::devices::serial::ConsoleSink;
 
 /// Most console input kept for a guest that does not read it.
@@ -21,12 +23,26 @@ pub struct PvConsole {
     /// The guest has read input through `console_io` (so it reads its
     /// console there, not from the UART).
     reader: Arc<AtomicBool>,
+    /// Signalled when input arrives: an irqfd for GSI
+    /// `pvabi::console::IRQ` in domains with an interrupt controller.
+    irq: Option<Arc<EventFd>>,
 }
 
 impl PvConsole {
     /// A console writing to `sink`.
     pub fn new(sink: Arc<Mutex<ConsoleSink>>) -> PvConsole {
-        PvConsole { sink, input: Arc::new((Mutex::new(VecDeque::new()), Condvar::new())), reader: Arc::new(AtomicBool::new(false)) }
+        PvConsole {
+            sink,
+            input: Arc::new((Mutex::new(VecDeque::new()), Condvar::new())),
+            reader: Arc::new(AtomicBool::new(false)),
+            irq: None,
+        }
+    }
+
+    /// Signals `irq` whenever input arrives (the guest's console interrupt).
+    pub fn with_irq(mut self, irq: EventFd) -> PvConsole {
+        self.irq = Some(Arc::new(irq));
+        self
     }
 
     /// Writes guest output.
@@ -42,6 +58,12 @@ impl PvConsole {
         let excess = q.len().saturating_sub(INPUT_MAX);
         q.drain(..excess);
         cv.notify_all();
+        drop(q);
+        if let (Some(irq), false) = (&self.irq, bytes.is_empty()) {
+            if let Err(e) = irq.write(1) {
+                tracing::warn!("the console interrupt could not be raised: {e}");
+            }
+        }
     }
 
     /// Takes up to `max` bytes of input.
@@ -82,5 +104,18 @@ mod tests {
         assert!(c.has_reader());
         assert_eq!(c.read_input(10), b"\n");
         assert!(c.read_input(10).is_empty());
+    }
+
+    #[test]
+    fn input_raises_the_console_interrupt() {
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let seen = irq.try_clone().unwrap();
+        let c = PvConsole::new(Arc::new(Mutex::new(ConsoleSink::new(false, None, ConsoleTail::default())))).with_irq(irq);
+        assert!(seen.read().is_err(), "nothing before input");
+        c.push_input(b"");
+        assert!(seen.read().is_err(), "no interrupt for no input");
+        c.push_input(b"a");
+        c.push_input(b"b");
+        assert_eq!(seen.read().unwrap(), 2);
     }
 }
