@@ -2,6 +2,7 @@
 
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_bindings::{kvm_enable_cap, KVM_CAP_X86_USER_SPACE_MSR, KVM_MSR_EXIT_REASON_FILTER};
+use kvm_bindings::{kvm_irqchip, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE};
 use kvm_ioctls::{Cap, Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VmFd};
 use thiserror::Error;
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
@@ -158,8 +159,28 @@ impl Vm {
     /// has them. Must come before the vCPUs are created.
     pub fn create_platform_irqchip(&self) -> Result<(), VmError> {
         self.fd.create_irq_chip().map_err(|source| VmError::Irqchip { what: "interrupt controllers", source })?;
+        self.mask_pic()?;
         let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
         self.fd.create_pit2(pit).map_err(|source| VmError::Irqchip { what: "PIT", source })
+    }
+
+    /// Masks every line of both 8259s. Our guests have no legacy PIC (the
+    /// FADT is hardware-reduced, so Linux never programs it), yet KVM routes
+    /// GSIs 0-15 to the PIC as well as the I/O APIC, resets the PICs with
+    /// no line masked and an interrupt base of 0, and resets the boot vCPU's
+    /// LINT0 to ExtINT: a pulse on an ISA line (console input on GSI 6, the
+    /// power button on 5) before the guest has set up its local APIC would
+    /// arrive as exception vector 6 or 5 (#UD, #BR). A guest that does use
+    /// the PIC initialises it and sets its own mask.
+    fn mask_pic(&self) -> Result<(), VmError> {
+        for chip_id in [KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE] {
+            let mut chip = kvm_irqchip { chip_id, ..Default::default() };
+            self.fd.get_irqchip(&mut chip).map_err(|source| VmError::Irqchip { what: "PIC state", source })?;
+            // For the PIC chip ids KVM fills and reads the union's `pic`.
+            chip.chip.pic.imr = 0xff;
+            self.fd.set_irqchip(&chip).map_err(|source| VmError::Irqchip { what: "PIC state", source })?;
+        }
+        Ok(())
     }
 
     /// Makes guest accesses to our own MSRs (the hypercall page) exit to
@@ -193,5 +214,27 @@ impl Vm {
     /// KVM_GET_SUPPORTED_CPUID.
     pub fn supported_cpuid(&self) -> Result<CpuId, VmError> {
         self.kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(VmError::SupportedCpuid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_platform_irqchip_starts_with_both_pics_masked() {
+        if !std::path::Path::new("/dev/kvm").exists() {
+            eprintln!("skipped: no /dev/kvm");
+            return;
+        }
+        let vm = Vm::new().expect("a VM can be created");
+        vm.create_platform_irqchip().expect("the irqchip can be created");
+        for chip_id in [KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE] {
+            let mut chip = kvm_irqchip { chip_id, ..Default::default() };
+            vm.fd().get_irqchip(&mut chip).unwrap();
+            // SAFETY: KVM filled the `pic` member for a PIC chip id.
+            let imr = unsafe { chip.chip.pic.imr };
+            assert_eq!(imr, 0xff, "PIC {chip_id}: an ISA-line pulse would reach the vCPU as an exception vector");
+        }
     }
 }
