@@ -4,7 +4,7 @@
 //! The first run builds the guest and L1 kernels (minutes, cached in
 //! ~/.cache/splitpv); later runs take about a minute.
 
-use systests::rig::{run_scenario, RigRun};
+use systests::rig::{run_scenario_retrying_a_frozen_rig, RigRun};
 
 /// Every expected case that did not pass, and every other case that failed.
 fn failures(run: &RigRun, expected: &[&str]) -> Vec<String> {
@@ -26,7 +26,8 @@ fn failures(run: &RigRun, expected: &[&str]) -> Vec<String> {
 
 #[test]
 fn linux_guests_boot_power_off_reboot_and_panic_in_the_rig() {
-    let run = run_scenario("tests/rig/scenarios/linux-boot.scenario", &["hypervisor"], 1500);
+    // The scenario takes about 2 minutes; 10 allow for a loaded machine.
+    let run = run_scenario_retrying_a_frozen_rig("tests/rig/scenarios/linux-boot.scenario", &["hypervisor"], 600);
     let expected = [
         "linux-bzimage-1vcpu",
         "linux-bzimage-2vcpu",
@@ -57,7 +58,7 @@ fn linux_guests_boot_power_off_reboot_and_panic_in_the_rig() {
 /// -w`), and a `kill -9` of a hypervisor process reported.
 #[test]
 fn linux_guests_managed_by_dom0_in_the_rig() {
-    let run = run_scenario("tests/rig/scenarios/dom0-linux.scenario", &["hypervisor", "dom0"], 1500);
+    let run = run_scenario_retrying_a_frozen_rig("tests/rig/scenarios/dom0-linux.scenario", &["hypervisor", "dom0"], 600);
     let expected = [
         "dom0-linux-disk-write",
         "dom0-linux-ping",
