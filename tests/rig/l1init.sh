@@ -30,6 +30,12 @@ dmesg | grep -q 'kvm_amd: Nested Paging disabled' && np=disabled
 [ $KVM_OK = 1 ] || np="n/a (kvm_amd did not initialise)"
 echo "RIG-L1: kvm_amd nested paging: $np (params npt=$(cat $p/npt 2>/dev/null) nested=$(cat $p/nested 2>/dev/null) nrips=$(cat $p/nrips 2>/dev/null))"
 export RIG_GUEST_DIR=/guest RIG_KVM_OK=$KVM_OK
+# rig.sh's watchdog: a line every 5 s while L1 makes progress (it stops
+# QEMU when they stop: L1 froze under TCG). Not in interactive runs.
+if grep -q -w rig.heartbeat=1 /proc/cmdline; then
+	(while :; do echo "RIG-HEARTBEAT $(cut -d' ' -f1 /proc/uptime)"; sleep 5; done) &
+	echo $! >/run/rig-heartbeat.pid
+fi
 
 if [ -f /scenario.sh ]; then
 	[ $KVM_OK = 1 ] || echo "RIG-RESULT l1-kvm FAIL /dev/kvm missing in L1 (kvm_amd did not initialise: check -cpu ...,+svm and CONFIG_KVM_AMD=y)"

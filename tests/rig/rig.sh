@@ -236,6 +236,8 @@ reader() {
 	local line
 	while IFS= read -r line || [ -n "$line" ]; do
 		line=${line%$'\r'}
+		# L1's heartbeat (rig.heartbeat=1, every 5 s) only feeds the watchdog
+		case "$line" in RIG-HEARTBEAT*) now >"$RUN_DIR/heartbeat"; continue ;; esac
 		printf '%s\n' "$line"
 		printf '%s\n' "$line" >&3
 		case "$line" in
@@ -254,6 +256,48 @@ reader() {
 }
 
 mark() { awk -v m="$1" '$1 == m { print $2; exit }' "$RUN_DIR/marks" 2>/dev/null; }
+
+# Now and then L1 freezes under QEMU's TCG emulation of SVM: its clock and
+# its own `timeout`s stop, and only the outer timeout would end the run.
+# Non-interactive runs boot L1 with rig.heartbeat=1 (l1init.sh then prints
+# RIG-HEARTBEAT every 5 s); once the first one came, FREEZE_SECS without
+# one means L1 is frozen: dump the vCPU's registers through the QEMU
+# monitor into the log (to find out why, one day), mark RIG-FROZEN and
+# stop QEMU.
+FREEZE_SECS=${RIG_FREEZE_SECS:-60}
+watchdog() {
+	local last
+	while sleep 5; do
+		last=$(cat "$RUN_DIR/heartbeat" 2>/dev/null) || continue
+		[ -n "$last" ] || continue
+		if awk -v a="$last" -v b="$(now)" -v m="$FREEZE_SECS" 'BEGIN { exit !(b - a >= m) }'; then
+			echo "RIG-FROZEN $(now)" >>"$RUN_DIR/marks"
+			{
+				echo "# rig: L1 frozen (no heartbeat for $FREEZE_SECS s); QEMU monitor: info registers"
+				python3 - "$RUN_DIR/monitor.sock" <<'PY' 2>&1 || true
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+s.connect(sys.argv[1])
+s.sendall(b"info registers\n")
+time.sleep(2)
+out = b""
+try:
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+except OSError:
+    pass
+print(out.decode(errors="replace"))
+PY
+			} >>"$LOG"
+			[ -s "$RUN_DIR/qemu.pid" ] && kill "$(cat "$RUN_DIR/qemu.pid")" 2>/dev/null
+			return
+		fi
+	done
+}
 
 # QEMU_ARGS set by the caller; interactive (1) keeps the terminal, else stdin is /dev/null
 boot() {
@@ -283,8 +327,12 @@ boot() {
 		rc=${PIPESTATUS[0]}
 		[ -z "$watcher" ] || kill "$watcher" 2>/dev/null
 	else
-		timeout -k 10 "${TIMEOUT:-600}" "${QEMU_ARGS[@]}" </dev/null 2>&1 | reader 3>>"$LOG"
+		watchdog &
+		local dog=$!
+		timeout -k 10 "${TIMEOUT:-600}" "${QEMU_ARGS[@]}" -monitor "unix:$RUN_DIR/monitor.sock,server,nowait" \
+			</dev/null 2>&1 | reader 3>>"$LOG"
 		rc=${PIPESTATUS[0]}
+		kill "$dog" 2>/dev/null
 	fi
 	set -e
 	T_END=$(now)
@@ -320,13 +368,16 @@ l1_boot() { # interactive
 	base_initramfs
 	run_initramfs "$RUN_DIR/initrd"
 	log "L1: $L1_DIR/vmlinux, initrd $(($(stat -c %s "$RUN_DIR/initrd") / 1024)) KiB, L2 guest: $GUEST_DIR"
+	local heartbeat=""
+	[ "$1" = 1 ] || heartbeat=" rig.heartbeat=1" # for the watchdog (not in a person's terminal)
 	QEMU_ARGS=(qemu-system-x86_64 -M microvm,accel=tcg -cpu "$CPU" -m "$MEM" -smp 1
-		-nodefaults -no-user-config -nographic -serial stdio -no-reboot
+		-nodefaults -no-user-config -nographic -serial stdio -no-reboot -pidfile "$RUN_DIR/qemu.pid"
 		-kernel "$L1_DIR/vmlinux" -initrd "$RUN_DIR/initrd"
-		# acpi=off: the L1 kernel shares the guest's config fragment, which has
-		# ACPI (our hypervisor's guests need it to power off); QEMU microvm's
-		# ACPI tables make L1 lose its console, and L1 needs no ACPI.
-		-append "console=ttyS0 reboot=t panic=-1 tsc_early_khz=$TSC tsc=reliable acpi=off quiet")
+		# acpi=off: L1's base fragment (config/l1-base.cfg, a copy of the
+		# guest's) has ACPI (our hypervisor's guests need it to power off);
+		# QEMU microvm's ACPI tables make L1 lose its console, and L1 needs
+		# no ACPI.
+		-append "console=ttyS0 reboot=t panic=-1 tsc_early_khz=$TSC tsc=reliable acpi=off quiet$heartbeat")
 	{ echo "# rig $CMD $(date -u +%FT%TZ)"; printf '# %q' "${QEMU_ARGS[@]}"; echo; } >>"$LOG"
 	boot "$1"
 }
@@ -336,10 +387,13 @@ summarize() {
 	results=$(grep -a -E '^RIG-RESULT [^ ]+ (PASS|FAIL)' "$LOG" || true)
 	fails=$(grep -E '^RIG-RESULT [^ ]+ FAIL' <<<"$results" || true)
 	local extra=()
+	local frozen
+	frozen=$(mark RIG-FROZEN)
+	[ -z "$frozen" ] || extra+=("RIG-RESULT rig-frozen FAIL L1 stopped making progress (no heartbeat for $FREEZE_SECS s): QEMU stopped, registers in the log")
 	[ "$QEMU_RC" = 124 ] || [ "$QEMU_RC" = 137 ] && extra+=("RIG-RESULT rig-timeout FAIL QEMU killed after ${TIMEOUT:-600} s")
-	[ "$QEMU_RC" = 124 ] || [ "$QEMU_RC" = 137 ] || [ "$QEMU_RC" = 0 ] ||
+	[ "$QEMU_RC" = 124 ] || [ "$QEMU_RC" = 137 ] || [ "$QEMU_RC" = 0 ] || [ -n "$frozen" ] ||
 		extra+=("RIG-RESULT rig-qemu FAIL qemu-system-x86_64 exited with status $QEMU_RC")
-	if [ -z "$(mark RIG-SCENARIO-END)" ] && [ "$QEMU_RC" != 124 ]; then
+	if [ -z "$(mark RIG-SCENARIO-END)" ] && [ "$QEMU_RC" != 124 ] && [ -z "$frozen" ]; then
 		extra+=("RIG-RESULT rig-scenario-end FAIL the scenario did not finish (no RIG-SCENARIO-END: L1 crashed or hung?)")
 	fi
 	[ -n "$results" ] || extra+=("RIG-RESULT rig-results FAIL the scenario reported no RIG-RESULT line")

@@ -61,23 +61,29 @@ pub fn run_scenario(scenario: &str, bins: &[&str], timeout_secs: u32) -> RigRun 
     RigRun { code: out.status.code(), results: parse_results(&log), log }
 }
 
-/// [`run_scenario`], run once more if QEMU had to be killed at the
-/// timeout (`rig-timeout`): now and then L1 stops making progress under
-/// QEMU's TCG emulation of SVM (a whole-L1 freeze: even `timeout` inside L1
-/// never fires; seen in about one run in four, in different cases), which
-/// says nothing about our code. Every other failure counts at once, and
-/// the retry is printed with the first run's last lines.
+/// How many times a scenario whose L1 froze is run again.
+pub const FROZEN_RIG_RETRIES: u32 = 3;
+
+/// [`run_scenario`], run again (at most [`FROZEN_RIG_RETRIES`] times) when
+/// L1 froze: now and then L1 stops making progress under QEMU's TCG
+/// emulation of SVM (its clock stops, so even `timeout` inside L1 never
+/// fires; seen in about one run in three, in different cases), which says
+/// nothing about our code. rig.sh notices it by L1's heartbeat stopping
+/// (`rig-frozen`, within a minute) or, as a backstop, by its timeout
+/// (`rig-timeout`). Every other failure counts at once; each retry is
+/// printed with the frozen run's last lines.
 pub fn run_scenario_retrying_a_frozen_rig(scenario: &str, bins: &[&str], timeout_secs: u32) -> RigRun {
-    let run = run_scenario(scenario, bins, timeout_secs);
-    if run.result("rig-timeout").is_none() {
-        return run;
+    let mut run = run_scenario(scenario, bins, timeout_secs);
+    for attempt in 1..=FROZEN_RIG_RETRIES {
+        let Some((why, _, _)) = ["rig-frozen", "rig-timeout"].iter().find_map(|r| run.result(r)) else { break };
+        eprintln!(
+            "rig: {scenario}: {why}: L1 froze; running the scenario again ({attempt} of {FROZEN_RIG_RETRIES}). \
+             Last lines of the frozen run:\n{}",
+            run.tail(40)
+        );
+        run = run_scenario(scenario, bins, timeout_secs);
     }
-    eprintln!(
-        "rig: {scenario}: QEMU was killed after {timeout_secs} s (L1 froze); running the scenario once more. \
-         Last lines of the frozen run:\n{}",
-        run.tail(40)
-    );
-    run_scenario(scenario, bins, timeout_secs)
+    run
 }
 
 #[cfg(test)]
