@@ -48,7 +48,13 @@ pub fn repo_root() -> PathBuf {
 /// workspace binaries `bins` copied into L1.
 pub fn run_scenario(scenario: &str, bins: &[&str], timeout_secs: u32) -> RigRun {
     let root = repo_root();
-    let log_path = std::env::temp_dir().join(format!("rig-{}-{}.log", std::process::id(), scenario.replace('/', "_")));
+    // One file per run: rig.sh appends to it, and a rerun must not see the
+    // results of the run before.
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log_path =
+        std::env::temp_dir().join(format!("rig-{}-{run}-{}.log", std::process::id(), scenario.replace('/', "_")));
+    let _ = std::fs::remove_file(&log_path);
     let mut cmd = Command::new(root.join("tests/rig/rig.sh"));
     cmd.arg("run").arg("--scenario").arg(root.join(scenario)).arg("--timeout").arg(timeout_secs.to_string());
     cmd.arg("--log").arg(&log_path);
@@ -58,7 +64,15 @@ pub fn run_scenario(scenario: &str, bins: &[&str], timeout_secs: u32) -> RigRun 
     let out = cmd.output().expect("tests/rig/rig.sh runs");
     let mut log = String::from_utf8_lossy(&out.stdout).into_owned();
     log.push_str(&String::from_utf8_lossy(&out.stderr));
-    RigRun { code: out.status.code(), results: parse_results(&log), log }
+    // The results come from the log file: it has the scenario's RIG-RESULT
+    // lines and the ones rig.sh adds for the run itself (rig-frozen,
+    // rig-timeout, ...), which its summary on stdout shows without the
+    // prefix.
+    let results = match std::fs::read(&log_path) {
+        Ok(file) => parse_results(&String::from_utf8_lossy(&file)),
+        Err(_) => parse_results(&log),
+    };
+    RigRun { code: out.status.code(), results, log }
 }
 
 /// How many times a scenario whose L1 froze is run again.
@@ -67,7 +81,7 @@ pub const FROZEN_RIG_RETRIES: u32 = 3;
 /// [`run_scenario`], run again (at most [`FROZEN_RIG_RETRIES`] times) when
 /// L1 froze: now and then L1 stops making progress under QEMU's TCG
 /// emulation of SVM (its clock stops, so even `timeout` inside L1 never
-/// fires; seen in about one run in three, in different cases), which says
+/// fires; seen in about one run in five, in different cases), which says
 /// nothing about our code. rig.sh notices it by L1's heartbeat stopping
 /// (`rig-frozen`, within a minute) or, as a backstop, by its timeout
 /// (`rig-timeout`). Every other failure counts at once; each retry is
