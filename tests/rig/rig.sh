@@ -376,8 +376,13 @@ l1_boot() { # interactive
 		# acpi=off: L1's base fragment (config/l1-base.cfg, a copy of the
 		# guest's) has ACPI (our hypervisor's guests need it to power off);
 		# QEMU microvm's ACPI tables make L1 lose its console, and L1 needs
-		# no ACPI.
-		-append "console=ttyS0 reboot=t panic=-1 tsc_early_khz=$TSC tsc=reliable acpi=off quiet$heartbeat")
+		# no ACPI. highres=off: L1's tick stays a periodic LAPIC timer. With
+		# one-shot timers (high resolution) L1 now and then froze while it ran
+		# an L2 guest: idle in HLT with interrupts on, its next timer
+		# interrupt lost under TCG's SVM emulation, nothing to wake it (2 runs
+		# in 4 froze; none in 6 with highres=off). A periodic timer fires again.
+		# RIG_L1_APPEND adds arguments (experiments).
+		-append "console=ttyS0 reboot=t panic=-1 tsc_early_khz=$TSC tsc=reliable acpi=off quiet highres=off$heartbeat${RIG_L1_APPEND:+ $RIG_L1_APPEND}")
 	{ echo "# rig $CMD $(date -u +%FT%TZ)"; printf '# %q' "${QEMU_ARGS[@]}"; echo; } >>"$LOG"
 	boot "$1"
 }

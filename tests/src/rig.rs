@@ -79,10 +79,10 @@ pub fn run_scenario(scenario: &str, bins: &[&str], timeout_secs: u32) -> RigRun 
 pub const FROZEN_RIG_RETRIES: u32 = 3;
 
 /// [`run_scenario`], run again (at most [`FROZEN_RIG_RETRIES`] times) when
-/// L1 froze: now and then L1 stops making progress under QEMU's TCG
-/// emulation of SVM (its clock stops, so even `timeout` inside L1 never
-/// fires; seen in about one run in five, in different cases), which says
-/// nothing about our code. rig.sh notices it by L1's heartbeat stopping
+/// L1 froze: L1 used to stop making progress now and then under QEMU's TCG
+/// emulation of SVM (a lost one-shot timer interrupt left it in HLT for
+/// good; rig.sh now boots it with `highres=off`, see tests/rig/README.md),
+/// which says nothing about our code. rig.sh notices it by L1's heartbeat stopping
 /// (`rig-frozen`, within a minute) or, as a backstop, by its timeout
 /// (`rig-timeout`). Every other failure counts at once; each retry is
 /// printed with the frozen run's last lines.
