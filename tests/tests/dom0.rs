@@ -163,6 +163,13 @@ fn two_domains_exchange_frames_through_the_dom0_switch() {
         &format!("vif = [ 'switch=lan, mac=02:00:00:00:00:01' ]\n{keep}"),
     );
     dom0.ok(&["create", pong.to_str().unwrap()]);
+    // Another domain cannot join the switch with pong's address (and so
+    // cannot take its frames); pong keeps its port.
+    let thief = dom0.testguest_config("thief", "workload=banner", "vif = [ 'switch=lan, mac=02:00:00:00:00:02' ]");
+    let r = dom0.cli(&["create", thief.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{}", r.explain());
+    assert!(r.stderr.contains("the MAC address 02:00:00:00:00:02 is already on switch lan"), "{}", r.explain());
+    assert!(!dom0.ok(&["list"]).stdout.contains("thief"), "a refused domain is not listed");
     dom0.ok(&["create", ping.to_str().unwrap()]);
     let log = finished_log(&dom0, "ping", Duration::from_secs(60));
     assert!(log.contains("VIRTIO-NET PASS ping: 50 echoes"), "{log}");

@@ -55,7 +55,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 pub use console::{ConsoleClient, ConsoleHandle, INPUT_BYTES, SCROLLBACK_BYTES};
 pub use device::MAX_QUEUE_SIZE;
-pub use switch::{PortStats, Switch, SwitchPort, MAX_MACS_PER_PORT, PORT_QUEUE_FRAMES};
+pub use switch::{PortStats, Switch, SwitchError, SwitchPort, PORT_QUEUE_FRAMES};
 
 /// Limits of the virtio-blk device (also in its config space).
 pub mod blk_limits {
@@ -168,6 +168,9 @@ pub enum BackendError {
     /// An OS resource (eventfd, epoll, thread) cannot be had.
     #[error("cannot start the backend: {0}")]
     Resource(io::Error),
+    /// The vif cannot join its switch.
+    #[error("cannot join the switch: {0}")]
+    SwitchPort(#[from] switch::SwitchError),
     /// vhost-user-backend refused to start.
     #[error("the vhost-user daemon cannot start: {0}")]
     Daemon(String),
@@ -344,7 +347,7 @@ pub fn start(spec: BackendSpec, socket_path: &Path) -> Result<RunningBackend, Ba
                     net::Port::Tap(tap)
                 }
                 NetPort::Switch(sw) => {
-                    net::Port::Switch(sw.attach().map_err(BackendError::Resource)?)
+                    net::Port::Switch(sw.attach(mac).map_err(BackendError::SwitchPort)?)
                 }
             };
             device::Device::Net(net::NetDevice::new(mac, port))

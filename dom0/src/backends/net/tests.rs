@@ -116,9 +116,9 @@ fn switch_forwards_between_vifs() {
     // Three guests, three memories.
     let (ma, mb, mc) = (mem(), mem(), mem());
     let sw = Switch::new("lan");
-    let mut a = Vif::new(&ma, A, Port::Switch(sw.attach().unwrap()));
-    let mut b = Vif::new(&mb, B, Port::Switch(sw.attach().unwrap()));
-    let mut c = Vif::new(&mc, C, Port::Switch(sw.attach().unwrap()));
+    let mut a = Vif::new(&ma, A, Port::Switch(sw.attach(A).unwrap()));
+    let mut b = Vif::new(&mb, B, Port::Switch(sw.attach(B).unwrap()));
+    let mut c = Vif::new(&mc, C, Port::Switch(sw.attach(C).unwrap()));
 
     // b and c post receive buffers (header + frame in one buffer, and
     // header and frame split).
