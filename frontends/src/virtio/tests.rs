@@ -793,3 +793,18 @@ fn virtio_options_parse_from_the_command_line() {
     assert!(matches!(parse(b"net.peer=1:2:3"), Err(CmdlineError::BadValue { .. })));
     assert!(matches!(parse(b"bench.eventidx=2"), Err(CmdlineError::BadValue { .. })));
 }
+
+#[test]
+fn line_input_skips_leading_line_ends_and_stops_at_the_first_end() {
+    use super::workloads::LineInput;
+    let mut l = LineInput::new();
+    assert!(!l.feed(b"\r\n\nhel"));
+    assert_eq!(l.line(), b"hel");
+    assert!(l.feed(b"lo\r\nrest"));
+    assert_eq!(l.line(), b"hello");
+    // Longer than the buffer: the excess is dropped, the line still ends.
+    let mut long = LineInput::new();
+    assert!(!long.feed(&[b'x'; 300]));
+    assert!(long.feed(b"\n"));
+    assert_eq!(long.line().len(), 256);
+}

@@ -26,6 +26,7 @@ use crate::paging::Page;
 use crate::sync::RacyCell;
 use crate::traps::{self, VECTOR_GP};
 use crate::usermode;
+use crate::virtio::workloads::LineInput;
 use crate::{exit, println, BootParameters};
 
 /// A guest-physical address that is never RAM: in the MMIO hole.
@@ -445,23 +446,15 @@ pub fn console_echo_workload(wait_ms: u64) -> ! {
     };
     crate::console::use_console_io(hc);
     println!("SPLITPV-PVCONSOLE hello; waiting {wait_ms} ms for a line of input");
-    let mut line = [0u8; 256];
-    let mut len = 0;
+    let mut line = LineInput::new();
     let mut chunk = [0u8; 64];
     let mut waited_us = 0;
-    'receive: loop {
+    loop {
         match hc.console_read(&mut chunk) {
             Ok(0) => {}
             Ok(count) => {
-                for &byte in &chunk[..count as usize] {
-                    if byte == b'\n' || byte == b'\r' {
-                        if len > 0 {
-                            break 'receive;
-                        }
-                    } else if len < line.len() {
-                        line[len] = byte;
-                        len += 1;
-                    }
+                if line.feed(&chunk[..count as usize]) {
+                    break;
                 }
                 continue;
             }
@@ -471,13 +464,16 @@ pub fn console_echo_workload(wait_ms: u64) -> ! {
             }
         }
         if waited_us >= wait_ms.saturating_mul(1000) {
-            println!("testguest: pv-console-echo: FAILED: no line of input within {wait_ms} ms ({len} bytes of a partial line)");
+            println!(
+                "testguest: pv-console-echo: FAILED: no line of input within {wait_ms} ms ({} bytes of a partial line)",
+                line.line().len()
+            );
             exit(exit_status::FAILURE)
         }
         let _ = hc.sched_block(POLL_US);
         waited_us += POLL_US;
     }
-    println!("SPLITPV-PVCONSOLE echo: {}", Escaped(&line[..len]));
+    println!("SPLITPV-PVCONSOLE echo: {}", Escaped(line.line()));
     exit(exit_status::SUCCESS)
 }
 

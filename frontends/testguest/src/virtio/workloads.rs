@@ -409,8 +409,7 @@ pub fn console_workload<P: Platform>(p: &P, args: &VirtioArgs<'_>) -> bool {
         fail!(p, "CONSOLE", "writing the hello line: {error}");
     }
     say!(p, "VIRTIO-CONSOLE slot {slot}: wrote \"SPLITPV-VCONSOLE hello from {}\", waiting {} ms for a line of input", Printable(args.console_name), args.console_wait_ms);
-    let mut line = [0u8; 256];
-    let mut len = 0;
+    let mut line = LineInput::new();
     let mut chunk = [0u8; super::console::BUFFER_BYTES];
     let end = deadline(p, args.console_wait_ms);
     'receive: loop {
@@ -419,33 +418,26 @@ pub fn console_workload<P: Platform>(p: &P, args: &VirtioArgs<'_>) -> bool {
                 Ok(count) => count,
                 Err(error) => fail!(p, "CONSOLE", "reading: {error}"),
             };
-            for &byte in &chunk[..count] {
-                if byte == b'\n' || byte == b'\r' {
-                    if len > 0 {
-                        break 'receive;
-                    }
-                } else if len < line.len() {
-                    line[len] = byte;
-                    len += 1;
-                }
+            if line.feed(&chunk[..count]) {
+                break 'receive;
             }
         }
         if p.now() > end {
             if device.needs_reset() {
                 fail!(p, "CONSOLE", "the device set DEVICE_NEEDS_RESET");
             }
-            fail!(p, "CONSOLE", "no line of input within {} ms ({len} bytes of a partial line)", args.console_wait_ms);
+            fail!(p, "CONSOLE", "no line of input within {} ms ({} bytes of a partial line)", args.console_wait_ms, line.line().len());
         }
         p.relax();
     }
     let mut echo = LineBuffer::new();
     let _ = write!(echo, "SPLITPV-VCONSOLE echo: ");
-    echo.push_bytes(&line[..len]);
+    echo.push_bytes(line.line());
     echo.push_bytes(b"\n");
     if let Err(error) = device.write(p, echo.bytes()) {
         fail!(p, "CONSOLE", "writing the echo: {error}");
     }
-    say!(p, "VIRTIO-CONSOLE PASS: echoed \"{}\"", Printable(&line[..len]));
+    say!(p, "VIRTIO-CONSOLE PASS: echoed \"{}\"", Printable(line.line()));
     true
 }
 
@@ -566,6 +558,47 @@ impl fmt::Display for OptionalMicros {
             Some(micros) => write!(out, " (avg {micros} us)"),
             None => Ok(()),
         }
+    }
+}
+
+/// One line of console input gathered from the chunks a console hands over,
+/// without an allocator: line ends before any text are skipped, the line
+/// ends at the first `\n` or `\r` after some (what follows it in that chunk
+/// is dropped), and bytes beyond 256 are dropped.
+pub struct LineInput {
+    bytes: [u8; 256],
+    len: usize,
+}
+
+impl LineInput {
+    pub const fn new() -> LineInput {
+        LineInput { bytes: [0; 256], len: 0 }
+    }
+
+    /// Takes a chunk of input; true once the line is complete.
+    pub fn feed(&mut self, chunk: &[u8]) -> bool {
+        for &byte in chunk {
+            if byte == b'\n' || byte == b'\r' {
+                if self.len > 0 {
+                    return true;
+                }
+            } else if self.len < self.bytes.len() {
+                self.bytes[self.len] = byte;
+                self.len += 1;
+            }
+        }
+        false
+    }
+
+    /// The line so far, without its end.
+    pub fn line(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl Default for LineInput {
+    fn default() -> Self {
+        LineInput::new()
     }
 }
 
