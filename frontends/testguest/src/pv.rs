@@ -392,6 +392,19 @@ fn msr_checks(checks: &mut Checks, hc: Hypercalls) {
     }
 }
 
+/// Installs the hypercall page for a workload that cannot do without it;
+/// a failure is printed as `testguest: WHO: cannot install the hypercall
+/// page: ...` and ends the workload.
+fn install_or_fail(who: &str) -> Hypercalls {
+    match hypercall::install() {
+        Ok(hc) => hc,
+        Err(error) => {
+            println!("testguest: {who}: cannot install the hypercall page: {error}");
+            exit(exit_status::FAILURE)
+        }
+    }
+}
+
 /// The long line of `pv-console`: longer than the console_io buffer, so it
 /// takes two hypercalls.
 const LONG_LINE_PREFIX: &str = "testguest: pv-console: long line ";
@@ -417,13 +430,7 @@ impl Display for Digits {
 /// `pv-console`: installs the hypercall page and prints through
 /// `console_io`: three lines, the second longer than one call takes.
 pub fn console_workload() -> ! {
-    let hc = match hypercall::install() {
-        Ok(hc) => hc,
-        Err(error) => {
-            println!("testguest: pv-console: cannot install the hypercall page: {error}");
-            exit(exit_status::FAILURE)
-        }
-    };
+    let hc = install_or_fail("pv-console");
     crate::console::use_console_io(hc);
     println!("testguest: pv-console: hypercall page at {:#x}; lines now go through console_io, one hypercall each", hc.page());
     println!("{LONG_LINE_PREFIX}{}", Digits(LONG_LINE_LEN - LONG_LINE_PREFIX.len()));
@@ -437,13 +444,7 @@ pub fn console_workload() -> ! {
 /// 10 ms with `sched_op(BLOCK)`), prints it back and ends with SUCCESS.
 pub fn console_echo_workload(wait_ms: u64) -> ! {
     const POLL_US: u64 = 10_000;
-    let hc = match hypercall::install() {
-        Ok(hc) => hc,
-        Err(error) => {
-            println!("testguest: pv-console-echo: cannot install the hypercall page: {error}");
-            exit(exit_status::FAILURE)
-        }
-    };
+    let hc = install_or_fail("pv-console-echo");
     crate::console::use_console_io(hc);
     println!("SPLITPV-PVCONSOLE hello; waiting {wait_ms} ms for a line of input");
     let mut line = LineInput::new();
@@ -486,13 +487,7 @@ pub fn shutdown(reason: u32) -> ! {
         sched::REASON_CRASH => "crash",
         _ => "unknown",
     };
-    let hc = match hypercall::install() {
-        Ok(hc) => hc,
-        Err(error) => {
-            println!("testguest: pv: cannot install the hypercall page: {error}");
-            exit(exit_status::FAILURE)
-        }
-    };
+    let hc = install_or_fail("pv");
     if reason == sched::REASON_CRASH {
         println!("testguest: pv: crashing on purpose");
     } else {
