@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use dom0::config::{
     parse_file, parse_file_with_overrides, parse_str, Action, ConfigError, DiskSpec, DomainSpec,
-    MacAddr, Settings, VifLink, VifSpec,
+    MacAddr, PagingMode, Settings, VifLink, VifSpec,
 };
 
 const BASE: &str = "/etc/xen";
@@ -50,6 +50,7 @@ root = "/dev/vda1 ro"
 extra = 'console=hvc0 msg="hi"'
 on_poweroff = "destroy"; on_reboot = "preserve"
 on_crash = "restart"
+paging = "direct"
 disk = [ 'file:/srv/web/root.img,xvda,w',
          '/srv/web/data.img,raw,xvdb,rw',
          "format=raw, vdev=vdc, access=ro, target=/srv/web/a,b.img",
@@ -112,11 +113,13 @@ vif = [
                 vifname: None,
             },
         ],
+        paging: PagingMode::Direct,
     };
     assert_eq!(spec, want);
     // What the daemon stores and sends.
     let json = serde_json::to_value(&spec).unwrap();
     assert_eq!(json["on_reboot"], "preserve");
+    assert_eq!(json["paging"], "direct");
     assert_eq!(json["vifs"][0]["mac"], "00:16:3e:01:02:03");
     assert_eq!(json["vifs"][1]["link"]["switch"], "backend");
     assert_eq!(json["disks"][2]["read_only"], true);
@@ -501,6 +504,42 @@ fn actions() {
     assert_eq!(
         err3("on_poweroff = 'halt'"),
         "vm.cfg:3:15: unknown on_poweroff action 'halt' (expected destroy, restart or preserve)"
+    );
+}
+
+#[test]
+fn paging_mode() {
+    assert_eq!(parse(MIN).paging, PagingMode::Native, "the default");
+    assert_eq!(
+        parse(&format!("{MIN}paging = 'native'")).paging,
+        PagingMode::Native
+    );
+    assert_eq!(
+        parse(&format!("{MIN}paging = \"direct\"")).paging,
+        PagingMode::Direct
+    );
+    assert_eq!(
+        err3("paging = 'drect'"),
+        "vm.cfg:3:10: unknown paging 'drect' (expected native or direct) (did you mean 'direct'?)"
+    );
+    assert_eq!(
+        err3("paging = 'shadow'"),
+        "vm.cfg:3:10: unknown paging 'shadow' (expected native or direct)"
+    );
+    assert_eq!(
+        err3("paging = 1"),
+        "vm.cfg:3:10: paging must be a quoted string (native or direct), found a number (write paging = \"1\")"
+    );
+    assert_eq!(
+        err3("pagin = 'direct'"),
+        "vm.cfg:3:1: unknown key 'pagin' (did you mean 'paging'?)"
+    );
+    // Stored specs from before the key read as native.
+    let mut json = serde_json::to_value(parse(MIN)).unwrap();
+    json.as_object_mut().unwrap().remove("paging");
+    assert_eq!(
+        serde_json::from_value::<DomainSpec>(json).unwrap().paging,
+        PagingMode::Native
     );
 }
 

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use dom0::config::{parse_str, Action, DiskSpec, DomainSpec, MacAddr, Settings, VifLink, VifSpec};
+use dom0::config::{
+    parse_str, Action, DiskSpec, DomainSpec, MacAddr, PagingMode, Settings, VifLink, VifSpec,
+};
 use proptest::prelude::*;
 
 /// Checks that an error position is inside `src` (or just past its end, for
@@ -175,10 +177,11 @@ prop_compose! {
         on_crash in action(),
         disks in disks(),
         vifs in vifs(),
+        paging in prop_oneof![Just(PagingMode::Native), Just(PagingMode::Direct)],
     ) -> DomainSpec {
         DomainSpec {
             name, memory_mib, maxmem_mib, vcpus, kernel, ramdisk, cmdline,
-            on_poweroff, on_reboot, on_crash, disks, vifs,
+            on_poweroff, on_reboot, on_crash, disks, vifs, paging,
         }
     }
 }

@@ -47,6 +47,52 @@ pub struct DomainConfig {
     /// hypercall MSR and port still work for a guest that uses them
     /// blindly). For testing that PV guests fall back to emulated devices.
     pub hide_pv_cpuid: bool,
+    /// Whether the guest's page tables are put under validation (direct
+    /// paging) or left to the guest (native, the default).
+    pub paging: PagingMode,
+}
+
+/// How a domain's page tables are managed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PagingMode {
+    /// The guest manages its page tables itself; `mmu_update` and
+    /// `mmuext_op` are still available (CPUID `DIRECT_PAGING`), and nothing
+    /// is checked at exits.
+    #[default]
+    Native,
+    /// Direct paging: CPUID tells the guest (`PAGING_DIRECT`) that it must
+    /// put its page tables under validation and change them only through
+    /// the paging hypercalls; the hypervisor checks CR3 and CR0.WP of every
+    /// vCPU that has loaded a validated base pointer.
+    Direct,
+}
+
+impl PagingMode {
+    /// Every mode, in the order the help lists them.
+    pub const ALL: [PagingMode; 2] = [PagingMode::Native, PagingMode::Direct];
+
+    /// The name used on the command line and in xl.cfg.
+    pub fn name(self) -> &'static str {
+        match self {
+            PagingMode::Native => "native",
+            PagingMode::Direct => "direct",
+        }
+    }
+}
+
+impl fmt::Display for PagingMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for PagingMode {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        PagingMode::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| ConfigError::PagingMode(s.to_string()))
+    }
 }
 
 /// What kind of virtio device a slot holds.
@@ -146,6 +192,9 @@ pub enum ConfigError {
     /// A `--device` value that is not `KIND:SOCKET`.
     #[error("device {0:?} is not valid: write KIND:SOCKET with KIND one of blk, net, console, and SOCKET the path of the backend's vhost-user socket")]
     DeviceSyntax(String),
+    /// A paging mode that is neither `native` nor `direct`.
+    #[error("paging mode {0:?} is not valid: use native (the guest's own page tables) or direct (validated page tables)")]
+    PagingMode(String),
     /// A device socket path that cannot be a Unix socket address.
     #[error("the socket path of device {index} ({path:?}) is not usable: it must be non-empty, without NUL bytes, and at most 107 bytes long")]
     DeviceSocketPath {
@@ -225,6 +274,7 @@ mod tests {
             console_log: None,
             devices: Vec::new(),
             hide_pv_cpuid: false,
+            paging: PagingMode::Native,
         }
     }
 
@@ -292,5 +342,19 @@ mod tests {
         assert_eq!(DeviceKind::Blk.device_id(), 2);
         assert_eq!(DeviceKind::Net.device_id(), 1);
         assert_eq!(DeviceKind::Console.device_id(), 3);
+    }
+
+    #[test]
+    fn paging_modes_parse_by_name() {
+        assert_eq!("native".parse(), Ok(PagingMode::Native));
+        assert_eq!("direct".parse(), Ok(PagingMode::Direct));
+        assert_eq!(PagingMode::default(), PagingMode::Native);
+        for bad in ["", "Direct", "shadow", "direct "] {
+            assert_eq!(bad.parse::<PagingMode>(), Err(ConfigError::PagingMode(bad.into())), "{bad:?}");
+        }
+        for m in PagingMode::ALL {
+            assert_eq!(m.to_string().parse(), Ok(m));
+            assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{m}\""));
+        }
     }
 }

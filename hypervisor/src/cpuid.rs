@@ -26,6 +26,9 @@ pub struct CpuidParams {
     pub backend: HostBackend,
     /// Whether the domain has direct paging (`mmu_update`, `mmuext_op`).
     pub direct_paging: bool,
+    /// Whether the domain is in direct-paging mode (`--paging direct`):
+    /// the guest must put its page tables under validation.
+    pub paging_direct: bool,
     /// Whether console input raises `pvabi::console::IRQ`.
     pub console_irq: bool,
     /// Leave KVM's leaves at 0x4000_0000 and add none of ours, as a plain
@@ -71,6 +74,7 @@ pub fn build(supported: &[kvm_cpuid_entry2], p: CpuidParams) -> Vec<kvm_cpuid_en
     let feature_bits = features::HYPERCALL_PAGE
         | if p.backend == HostBackend::Pvm { features::HOST_PVM } else { 0 }
         | if p.direct_paging { features::DIRECT_PAGING } else { 0 }
+        | if p.direct_paging && p.paging_direct { features::PAGING_DIRECT } else { 0 }
         | if p.console_irq { features::CONSOLE_IRQ } else { 0 };
     out.push(leaf(LEAF_SIGNATURE, LEAF_MAX, word(0), word(4), word(8)));
     out.push(leaf(LEAF_VERSION, (u32::from(pvabi::ABI_VERSION_MAJOR) << 16) | u32::from(pvabi::ABI_VERSION_MINOR), 0, 0, 0));
@@ -103,7 +107,7 @@ mod tests {
 
     #[test]
     fn hypervisor_bit_and_apic_id() {
-        let v = build(&kvm_like(), CpuidParams { vcpu_index: 3, vcpu_count: 4, backend: HostBackend::Vmx, direct_paging: false, console_irq: true, hide_pv_leaves: false });
+        let v = build(&kvm_like(), CpuidParams { vcpu_index: 3, vcpu_count: 4, backend: HostBackend::Vmx, direct_paging: false, paging_direct: false, console_irq: true, hide_pv_leaves: false });
         assert_ne!(find(&v, LEAF_FEATURES).eax & features::CONSOLE_IRQ, 0);
         let l1 = find(&v, 1);
         assert_ne!(l1.ecx & LEAF1_ECX_HYPERVISOR, 0);
@@ -114,7 +118,7 @@ mod tests {
 
     #[test]
     fn our_leaves_replace_kvms_which_move_up() {
-        let v = build(&kvm_like(), CpuidParams { vcpu_index: 0, vcpu_count: 2, backend: HostBackend::Pvm, direct_paging: true, console_irq: false, hide_pv_leaves: false });
+        let v = build(&kvm_like(), CpuidParams { vcpu_index: 0, vcpu_count: 2, backend: HostBackend::Pvm, direct_paging: true, paging_direct: false, console_irq: false, hide_pv_leaves: false });
         let sig = find(&v, LEAF_SIGNATURE);
         let mut bytes = Vec::new();
         for r in [sig.ebx, sig.ecx, sig.edx] {
@@ -140,8 +144,17 @@ mod tests {
     }
 
     #[test]
+    fn paging_direct_only_for_direct_paging_domains() {
+        let params = |direct_paging, paging_direct| CpuidParams { vcpu_index: 0, vcpu_count: 1, backend: HostBackend::Vmx, direct_paging, paging_direct, console_irq: false, hide_pv_leaves: false };
+        let bits = |p| find(&build(&kvm_like(), p), LEAF_FEATURES).eax & (features::DIRECT_PAGING | features::PAGING_DIRECT);
+        assert_eq!(bits(params(true, true)), features::DIRECT_PAGING | features::PAGING_DIRECT);
+        assert_eq!(bits(params(true, false)), features::DIRECT_PAGING, "native mode: the hypercalls only");
+        assert_eq!(bits(params(false, true)), 0, "never the mode without the hypercalls");
+    }
+
+    #[test]
     fn no_pvm_flag_on_hardware_hosts() {
-        let v = build(&kvm_like(), CpuidParams { vcpu_index: 0, vcpu_count: 1, backend: HostBackend::Svm, direct_paging: false, console_irq: false, hide_pv_leaves: false });
+        let v = build(&kvm_like(), CpuidParams { vcpu_index: 0, vcpu_count: 1, backend: HostBackend::Svm, direct_paging: false, paging_direct: false, console_irq: false, hide_pv_leaves: false });
         assert_eq!(find(&v, LEAF_FEATURES).eax & features::HOST_PVM, 0);
         assert_eq!(find(&v, LEAF_FEATURES).eax & features::DIRECT_PAGING, 0);
         assert_eq!(HostBackend::from_u32(find(&v, LEAF_FEATURES).ebx), HostBackend::Svm);
@@ -149,7 +162,7 @@ mod tests {
 
     #[test]
     fn hidden_leaves_look_like_plain_kvm() {
-        let v = build(&kvm_like(), CpuidParams { vcpu_index: 1, vcpu_count: 2, backend: HostBackend::Svm, direct_paging: true, console_irq: true, hide_pv_leaves: true });
+        let v = build(&kvm_like(), CpuidParams { vcpu_index: 1, vcpu_count: 2, backend: HostBackend::Svm, direct_paging: true, paging_direct: true, console_irq: true, hide_pv_leaves: true });
         let sig = find(&v, LEAF_SIGNATURE);
         assert_eq!((sig.eax, sig.ebx, sig.ecx, sig.edx), (0x4000_0001, 0x4b4d_564b, 0x564b_4d56, 0x4d), "KVMKVMKVM at the base, unmoved");
         assert_eq!(find(&v, LEAF_VERSION).eax, 0x0100_7efb, "KVM's feature leaf in its place");

@@ -32,7 +32,7 @@ use crate::devices::i8042::I8042;
 use crate::devices::serial::ConsoleTail;
 use crate::pv::hypercall::Balloon;
 use crate::pv::{PvConsole, PvDomain};
-use crate::config::{ConfigError, DomainConfig};
+use crate::config::{ConfigError, DomainConfig, PagingMode};
 use crate::cpuid::{self, CpuidParams};
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::serial::{ConsoleSink, SerialPort};
@@ -82,6 +82,9 @@ pub enum DomainError {
     /// An initrd for a guest that is not Linux.
     #[error("an initrd was given, but the kernel image is not a Linux kernel")]
     InitrdWithoutLinux,
+    /// `--paging direct`, but the frame table could not be built.
+    #[error("direct paging was asked for, but this domain cannot have it: {0}")]
+    DirectPagingUnavailable(String),
     /// The initrd could not be read.
     #[error("reading the initrd {path} failed: {source}")]
     Initrd {
@@ -537,6 +540,10 @@ impl Domain {
             pv_console,
             config.vcpus as usize,
             backend == HostBackend::Pvm,
+            &match kind {
+                GuestKind::Freestanding => crate::pv::FrameLayout::freestanding(),
+                GuestKind::Linux(_) => crate::pv::FrameLayout::linux(config.devices.len() as u32),
+            },
         )
         .with_shadow_sync(if backend == HostBackend::Pvm {
             // The slot number after the RAM slots.
@@ -545,6 +552,10 @@ impl Domain {
         } else {
             None
         }));
+        let paging_direct = config.paging == PagingMode::Direct;
+        if paging_direct && pv.frames.is_none() {
+            return Err(DomainError::DirectPagingUnavailable(format!("no frame table for {} MiB of RAM", config.memory_mib)));
+        }
         let supported = vm.supported_cpuid()?;
         let mut vcpus = Vec::with_capacity(config.vcpus as usize);
         let mut stats = Vec::with_capacity(config.vcpus as usize);
@@ -557,6 +568,7 @@ impl Domain {
                     vcpu_count: config.vcpus,
                     backend,
                     direct_paging: pv.frames.is_some(),
+                    paging_direct,
                     console_irq: irqchip,
                     hide_pv_leaves: config.hide_pv_cpuid,
                 },

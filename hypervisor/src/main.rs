@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use hypervisor::backend;
-use hypervisor::config::{DomainConfig, VirtioDeviceConfig};
+use hypervisor::config::{DomainConfig, PagingMode, VirtioDeviceConfig};
 use hypervisor::control::{take_inherited_socket, ControlChannel, ControlEvent};
 use hypervisor::domain::{ConsoleInput, Domain, DomainEnd, DomainError, RunOptions, RunReport, Stopper};
 use pvabi::cpuid::HostBackend;
@@ -93,6 +93,30 @@ struct RunArgs {
     /// guest falls back to its emulated devices (UART, ACPI).
     #[arg(long)]
     hide_pv_cpuid: bool,
+    /// How the guest's page tables are managed: native (the guest's own
+    /// business) or direct (validated: CPUID tells the guest to put its
+    /// tables under validation, and CR3 and CR0.WP are checked at exits).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = PagingArg::Native)]
+    paging: PagingArg,
+}
+
+/// `--paging`: [`PagingMode`] by name.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PagingArg {
+    /// The guest manages its own page tables (the default).
+    Native,
+    /// Direct paging: every page-table change goes through validated
+    /// hypercalls.
+    Direct,
+}
+
+impl From<PagingArg> for PagingMode {
+    fn from(a: PagingArg) -> PagingMode {
+        match a {
+            PagingArg::Native => PagingMode::Native,
+            PagingArg::Direct => PagingMode::Direct,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -297,6 +321,7 @@ fn run(args: RunArgs) -> ExitCode {
         console_log,
         devices: args.devices,
         hide_pv_cpuid: args.hide_pv_cpuid,
+        paging: args.paging.into(),
     };
     let timeout = match args.timeout {
         Some(t) if t.is_finite() && t > 0.0 && t < 1e9 => Some(Duration::from_secs_f64(t)),

@@ -181,6 +181,7 @@ fn config(devices: Vec<VirtioDeviceConfig>) -> DomainConfig {
         console_log: None,
         devices,
         hide_pv_cpuid: false,
+        paging: hypervisor::config::PagingMode::Native,
     }
 }
 

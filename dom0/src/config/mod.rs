@@ -23,7 +23,7 @@ mod vif;
 use std::path::{Path, PathBuf};
 
 pub use error::ConfigError;
-pub use spec::{Action, DiskSpec, DomainSpec, MacAddr, VifLink, VifSpec};
+pub use spec::{Action, DiskSpec, DomainSpec, MacAddr, PagingMode, VifLink, VifSpec};
 
 use error::{show, DResult, Diag, Pos};
 use lexer::StrLit;
@@ -59,6 +59,7 @@ const KEYS: &[&str] = &[
     "on_crash",
     "disk",
     "vif",
+    "paging",
 ];
 
 /// xl.cfg keys that dom0 does not implement: named as such rather than as
@@ -520,6 +521,7 @@ impl Settings {
             on_crash: r.on_crash.unwrap_or(Action::Destroy),
             disks: r.disks.into_iter().map(|(d, _)| d).collect(),
             vifs,
+            paging: r.paging.unwrap_or_default(),
         })
     }
 
@@ -572,6 +574,10 @@ impl Settings {
             "on_poweroff" => r.on_poweroff = Some(action(e)?),
             "on_reboot" => r.on_reboot = Some(action(e)?),
             "on_crash" => r.on_crash = Some(action(e)?),
+            "paging" => {
+                let modes = PagingMode::ALL.map(|m| (m.name(), m));
+                r.paging = Some(choice(e, &modes)?);
+            }
             "disk" => {
                 for item in expect_list(
                     e,
@@ -737,6 +743,7 @@ struct Resolved<'a> {
     on_poweroff: Option<Action>,
     on_reboot: Option<Action>,
     on_crash: Option<Action>,
+    paging: Option<PagingMode>,
     /// With the position of the vdev, for duplicate messages.
     disks: Vec<(DiskSpec, Pos)>,
     /// With the position of the specification string.
@@ -839,6 +846,30 @@ fn action(e: &Entry) -> DResult<Action> {
                 e.key,
                 show(a),
                 did_you_mean(a, &candidates)
+            ),
+        )),
+    }
+}
+
+/// A string value that must be one of `choices` (name, value), such as
+/// `paging = "direct"`.
+fn choice<T: Copy>(e: &Entry, choices: &[(&str, T)]) -> DResult<T> {
+    let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+    let listed = match names.as_slice() {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    };
+    let lit = expect_str(e, &format!("a quoted string ({listed})"))?;
+    match choices.iter().find(|(n, _)| *n == lit.text) {
+        Some((_, v)) => Ok(*v),
+        None => Err(Diag::new(
+            lit.pos,
+            format!(
+                "unknown {} {} (expected {listed}){}",
+                e.key,
+                show(&lit.text),
+                did_you_mean(&lit.text, &names)
             ),
         )),
     }

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::show;
+pub use hypervisor::config::PagingMode;
 
 /// A validated domain configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +40,10 @@ pub struct DomainSpec {
     pub disks: Vec<DiskSpec>,
     /// The network interfaces, in the order of the `vif` list.
     pub vifs: Vec<VifSpec>,
+    /// How the domain's page tables are managed (`paging`); specs stored
+    /// before the key existed read as `native`.
+    #[serde(default)]
+    pub paging: PagingMode,
 }
 
 /// What dom0 does when a domain shuts down for a given reason (xl's

@@ -255,7 +255,9 @@ impl Daemon {
             .arg("--control-fd")
             .arg(CHILD_CONTROL_FD.to_string())
             .arg("--console-fd")
-            .arg(CHILD_CONSOLE_FD.to_string());
+            .arg(CHILD_CONSOLE_FD.to_string())
+            .arg("--paging")
+            .arg(spec.paging.name());
         if let Some(r) = &spec.ramdisk {
             cmd.arg("--initrd").arg(r);
         }

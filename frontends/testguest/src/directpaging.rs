@@ -334,6 +334,12 @@ fn host_features() -> (bool, bool) {
     (eax & features::HOST_PVM != 0, eax & features::DIRECT_PAGING != 0)
 }
 
+/// Whether CPUID says the domain is in direct-paging mode
+/// (`hypervisor run --paging direct`).
+pub(crate) fn paging_direct_mode() -> bool {
+    arch::cpuid(LEAF_FEATURES).eax & features::PAGING_DIRECT != 0
+}
+
 /// Builds the new address space (see the module docs), switches to it and
 /// checks that CR3 is its L4. `None` if a step failed (the failure is
 /// among the checks).
@@ -464,7 +470,7 @@ fn start(checks: &mut Checks) -> (Hypercalls, bool) {
         "CPUID announces DIRECT_PAGING",
         direct_paging,
         "the feature bit",
-        format_args!("{}, host_pvm={host_pvm}", if direct_paging { "set" } else { "clear" }),
+        format_args!("{}, host_pvm={host_pvm}, paging_direct={}", if direct_paging { "set" } else { "clear" }, paging_direct_mode()),
     );
     if !direct_paging {
         checks.finish()
@@ -606,10 +612,20 @@ pub fn workload(_boot: &BootParameters) -> ! {
     // SAFETY: the second L4 is not loaded on any vCPU.
     let got = unsafe { mmuext_op(hc, &[op(MMUEXT_UNPIN_TABLE, space.other_l4)]) };
     expect(&mut checks, "unpin the second L4", Outcome::ok(1), got);
-    // SAFETY: refused if the L4 was released; otherwise it clears an
-    // entry of an address space not loaded anywhere.
-    let got = unsafe { mmu_update(hc, &[normal(space.other_l4, 1, 0)]) };
-    expect(&mut checks, "mmu_update on the unpinned second L4 (released)", Outcome::err(EINVAL, 0), got);
+    // Released, the frame is ordinary RAM again: `mmu_update` of one of
+    // its words is a plain store (Xen's writable-page case), not checked.
+    // The value is no valid entry (bit 52 is reserved), which shows that
+    // it was not validated; it is not present, and nothing loads this L4.
+    const PLAIN: u64 = 0x0010_dead_beef_0000;
+    // SAFETY: the second L4 is loaded on no vCPU and linked nowhere.
+    let got = unsafe { mmu_update(hc, &[normal(space.other_l4, 1, PLAIN)]) };
+    let landed = read_entry(space.other_l4, 1);
+    checks.verdict(
+        "mmu_update on the unpinned second L4 (released) is a plain write that lands",
+        Outcome::from(got) == Outcome::ok(1) && landed == PLAIN,
+        format_args!("{}; {PLAIN:#x}", Outcome::ok(1)),
+        format_args!("{}; {landed:#x}", Outcome::from(got)),
+    );
 
     // Unpin every table of the loaded space: the base pointer keeps the
     // L4, and through it every table it links, validated.
@@ -722,9 +738,23 @@ pub fn hostile(boot: &BootParameters) -> ! {
     // window entry.
     let got = unsafe { mmu_update(hc, &[normal(l1, 2, space.writable(START_INFO))]) };
     expect(&mut checks, "map a boot-area frame (below 1 MiB) writable", Outcome::err(EPERM, 0), got);
-    // SAFETY: would write data page 0, which holds only patterns.
-    let got = unsafe { mmu_update(hc, &[normal(data0 >> 12, 0, 0)]) };
-    expect(&mut checks, "mmu_update of an entry in a data page (not a table)", Outcome::err(EINVAL, 0), got);
+    // A frame that is no page table: a plain store, unvalidated (the value
+    // would be refused in a table: bit 52).
+    const PLAIN: u64 = 0x0010_0000_0000_1003;
+    // SAFETY: writes word 0 of data page 0, which holds only patterns.
+    let got = unsafe { mmu_update(hc, &[normal(data0 >> 12, 0, PLAIN)]) };
+    // SAFETY: the identity alias of data page 0.
+    let landed = unsafe { core::ptr::read_volatile(data0 as *const u64) };
+    checks.verdict(
+        "mmu_update of a word in a data page (not a table) is a plain write that lands",
+        Outcome::from(got) == Outcome::ok(1) && landed == PLAIN,
+        format_args!("{}; {PLAIN:#x}", Outcome::ok(1)),
+        format_args!("{}; {landed:#x}", Outcome::from(got)),
+    );
+    // SAFETY: refused, the hypercall page being a read-only frame; were it
+    // accepted, it would clear the stub of hypercall 0, never called.
+    let got = unsafe { mmu_update(hc, &[normal(hc.page() >> 12, 0, 0)]) };
+    expect(&mut checks, "mmu_update of a word in the hypercall page (read-only frame)", Outcome::err(EPERM, 0), got);
     if host_pvm {
         // SAFETY: see above.
         let got = unsafe { mmu_update(hc, &[normal(l1, 2, (data0) | PTE_PRESENT | PTE_NO_EXECUTE)]) };
@@ -783,9 +813,9 @@ pub fn hostile(boot: &BootParameters) -> ! {
     expect(&mut checks, "clear that entry again", Outcome::ok(1), got);
 
     // A million requests: refused whole. The one real request in the list
-    // would be refused too (it names a data page, not a table), so a
-    // hypervisor ignoring the limit would stop right there.
-    let first = [normal(data0 >> 12, 0, 0)];
+    // would be refused too (an M2P update), so a hypervisor ignoring the
+    // limit would stop right there.
+    let first = [MmuUpdate { ptr: entry_address(l1, 2) | MMU_MACHPHYS_UPDATE, val: 0 }];
     let huge = 1_000_000u64;
     const _: () = assert!(1_000_000 > MAX_BATCH);
     let mut done = 0u32;

@@ -128,6 +128,16 @@ typedef int64_t  spv_s64;
  * the guest polls SPV_CONSOLE_READ.
  */
 #define SPV_CPUID_FEATURES_CONSOLE_IRQ		(1 << 3)
+/*
+ * This domain is in direct-paging mode: the guest must put its page tables
+ * under validation (pin its L4 and load it with MMUEXT_NEW_BASEPTR) before it
+ * starts user space, and change them only through mmu_update / mmuext_op
+ * afterwards. The hypervisor checks CR3 and CR0.WP at every exit once a vCPU
+ * has loaded a base pointer. Without this bit the guest may keep its native
+ * page tables even if SPV_CPUID_FEATURES_DIRECT_PAGING says the hypercalls
+ * are available.
+ */
+#define SPV_CPUID_FEATURES_PAGING_DIRECT	(1 << 4)
 
 /*
  * cpuid::HostBackend: the kind of KVM the host provides, EBX of
@@ -290,6 +300,15 @@ typedef int64_t  spv_s64;
 #define SPV_LAYOUT_UNBACKED_MMIO_PROBE	SPV_ULL(0xD0000000)
 /* A page the hypervisor maps for a moment on kvm_pvm to resync KVM's shadow page tables; guests must not use it. */
 #define SPV_LAYOUT_SHADOW_SYNC_GPA	SPV_ULL(0xDFFFF000)
+/*
+ * The I/O APIC's and the local APIC's (xAPIC) register pages. With the
+ * virtio-mmio slots and the power GED page they are the I/O ranges a
+ * direct-paging Linux domain may map (L1 entries only, cache attributes
+ * allowed).
+ */
+#define SPV_LAYOUT_IOAPIC_MMIO_BASE	SPV_ULL(0xFEC00000)
+#define SPV_LAYOUT_LAPIC_MMIO_BASE	SPV_ULL(0xFEE00000)
+#define SPV_LAYOUT_APIC_MMIO_LEN	SPV_ULL(0x1000)
 
 /* ------------------------------------------------------------------------
  * virtio: split-driver devices, virtio-mmio (version 2) transports.

@@ -58,6 +58,15 @@ pub mod cpuid {
         /// Console input raises GSI [`crate::console::IRQ`] (see there);
         /// without this bit the guest polls `console_io(READ)`.
         pub const CONSOLE_IRQ: u32 = 1 << 3;
+        /// This domain is in direct-paging mode: the guest must put its
+        /// page tables under validation (pin its L4 and load it with
+        /// `MMUEXT_NEW_BASEPTR`) before it starts user space, and change
+        /// them only through `mmu_update` / `mmuext_op` afterwards. The
+        /// hypervisor checks CR3 and CR0.WP at every exit once a vCPU has
+        /// loaded a base pointer. Without this bit the guest may keep its
+        /// native page tables even if [`DIRECT_PAGING`] says the
+        /// hypercalls are available.
+        pub const PAGING_DIRECT: u32 = 1 << 4;
     }
 
     /// The kind of KVM the host provides (EBX of [`LEAF_FEATURES`]).
@@ -308,6 +317,15 @@ pub mod layout {
     /// on kvm_pvm hosts to make KVM drop its shadow page tables (see the
     /// hypervisor's `pv::mmu::ShadowSync`). Guests must not use it.
     pub const SHADOW_SYNC_GPA: u64 = 0xDFFF_F000;
+    /// The I/O APIC's register page (domains with an interrupt controller).
+    /// With the virtio-mmio slots and the power GED page it is one of the
+    /// I/O ranges a direct-paging Linux domain may map uncached.
+    pub const IOAPIC_MMIO_BASE: u64 = 0xFEC0_0000;
+    /// The local APIC's register page (xAPIC mode), an I/O range like the
+    /// I/O APIC's.
+    pub const LAPIC_MMIO_BASE: u64 = 0xFEE0_0000;
+    /// Size of each APIC register range.
+    pub const APIC_MMIO_LEN: u64 = 0x1000;
 }
 
 /// Split-driver devices: virtio-mmio (virtio 1.x, "version 2" register

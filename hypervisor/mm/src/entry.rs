@@ -132,12 +132,26 @@ impl EntryRules {
     /// to is checked by the frame table.
     #[inline]
     pub(crate) fn check(&self, level: Level, entry: u64) -> Result<(), Error> {
+        self.check_allowed(level, entry, self.allowed[level as usize - 1])
+    }
+
+    /// Checks the bits of a present L1 entry that maps an I/O frame: the
+    /// cache attributes are allowed whatever the configuration says, since
+    /// device registers need uncached mappings (Xen relaxes
+    /// `l1_disallow_mask` the same way for domains with I/O).
+    #[inline]
+    pub(crate) fn check_io_l1(&self, entry: u64) -> Result<(), Error> {
+        self.check_allowed(Level::L1, entry, L1_ALLOWED | L1_CACHE_ATTRS)
+    }
+
+    #[inline]
+    fn check_allowed(&self, level: Level, entry: u64, allowed: u64) -> Result<(), Error> {
         debug_assert!(is_present(entry));
         let flags = entry & !PTE_ADDR;
         if matches!(level, Level::L2 | Level::L3) && flags & PTE_PAT_PS != 0 {
             return Err(Error::Superpage { level, entry });
         }
-        let bad = flags & !self.allowed[level as usize - 1];
+        let bad = flags & !allowed;
         if bad != 0 {
             return Err(Error::DisallowedBits {
                 level,

@@ -111,7 +111,9 @@ pub enum Error {
         /// Its level, which is also the level of the referring table.
         level: Level,
     },
-    /// `mmu_update` on a frame that is not a validated page table.
+    /// A frame that is not a validated page table where one is needed.
+    /// `mmu_update` no longer produces it (a word of a frame that is no
+    /// table is a plain write); kept so that reason names stay stable.
     #[error("frame {gfn} is not a validated page table")]
     NotPageTable {
         /// The frame.
@@ -181,6 +183,30 @@ pub enum Error {
         /// The index.
         vcpu: usize,
     },
+    /// An I/O frame (device registers) referenced as a page table: from an
+    /// L2, L3 or L4 entry, a pin or a base pointer.
+    #[error("frame {gfn} is in an I/O range and cannot be used as an {level} page table")]
+    IoFrameAsTable {
+        /// The frame.
+        gfn: Gfn,
+        /// The table level asked for.
+        level: Level,
+    },
+    /// An I/O range over a frame that is not `Absent`, or a class change of
+    /// a frame in an I/O range (the hypervisor's mistake, not the guest's).
+    #[error("frame {gfn} is in an I/O range, which cannot overlap a {class} frame")]
+    IoRangeOverlap {
+        /// The frame.
+        gfn: Gfn,
+        /// The class the frame has or was to get.
+        class: FrameClass,
+    },
+    /// More I/O ranges than [`crate::MAX_IO_RANGES`].
+    #[error("a domain has at most {max} I/O ranges")]
+    TooManyIoRanges {
+        /// [`crate::MAX_IO_RANGES`].
+        max: usize,
+    },
     /// The frame table could not be allocated.
     #[error("a frame table of {nr_frames} frames cannot be allocated")]
     FrameTableTooLarge {
@@ -203,11 +229,14 @@ impl Error {
             | Error::AlreadyPinned { .. }
             | Error::NotPinned { .. }
             | Error::NonCanonical { .. }
-            | Error::InvalidVcpu { .. } => EINVAL,
+            | Error::InvalidVcpu { .. }
+            | Error::IoRangeOverlap { .. }
+            | Error::TooManyIoRanges { .. } => EINVAL,
             Error::NotOwned { .. }
             | Error::ReservedFrame { .. }
             | Error::ReadOnlyFrame { .. }
-            | Error::NotTableCapable { .. } => EPERM,
+            | Error::NotTableCapable { .. }
+            | Error::IoFrameAsTable { .. } => EPERM,
             Error::TypeConflict { .. } | Error::FrameInUse { .. } => EBUSY,
             Error::UnsupportedCommand { .. } | Error::UnsupportedExtOp { .. } => ENOSYS,
             Error::BatchTooLarge { .. } => E2BIG,
@@ -242,6 +271,9 @@ impl Error {
             Error::FrameInUse { .. } => Reason::FrameInUse,
             Error::InvalidVcpu { .. } => Reason::InvalidVcpu,
             Error::FrameTableTooLarge { .. } => Reason::FrameTableTooLarge,
+            Error::IoFrameAsTable { .. } => Reason::IoFrameAsTable,
+            Error::IoRangeOverlap { .. } => Reason::IoRangeOverlap,
+            Error::TooManyIoRanges { .. } => Reason::TooManyIoRanges,
         }
     }
 }
@@ -295,11 +327,17 @@ pub enum Reason {
     InvalidVcpu,
     /// [`Error::FrameTableTooLarge`].
     FrameTableTooLarge,
+    /// [`Error::IoFrameAsTable`].
+    IoFrameAsTable,
+    /// [`Error::IoRangeOverlap`].
+    IoRangeOverlap,
+    /// [`Error::TooManyIoRanges`].
+    TooManyIoRanges,
 }
 
 impl Reason {
     /// Number of reasons.
-    pub const COUNT: usize = 22;
+    pub const COUNT: usize = 25;
 
     /// Every reason, in declaration order (`ALL[r as usize] == r`).
     pub const ALL: [Reason; Reason::COUNT] = [
@@ -325,6 +363,9 @@ impl Reason {
         Reason::FrameInUse,
         Reason::InvalidVcpu,
         Reason::FrameTableTooLarge,
+        Reason::IoFrameAsTable,
+        Reason::IoRangeOverlap,
+        Reason::TooManyIoRanges,
     ];
 
     /// The stable name of the reason, for metrics and logs. Never changes
@@ -353,6 +394,9 @@ impl Reason {
             Reason::FrameInUse => "frame_in_use",
             Reason::InvalidVcpu => "invalid_vcpu",
             Reason::FrameTableTooLarge => "frame_table_too_large",
+            Reason::IoFrameAsTable => "io_frame_as_table",
+            Reason::IoRangeOverlap => "io_range_overlap",
+            Reason::TooManyIoRanges => "too_many_io_ranges",
         }
     }
 }

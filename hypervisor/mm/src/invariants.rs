@@ -28,7 +28,9 @@ impl FrameTable {
     /// - every present entry of a typed table is valid for its level;
     /// - frames are used only as their class allows;
     /// - pinned frames and base pointers are tables of the right level, and
-    ///   pinned implies a type count of at least one.
+    ///   pinned implies a type count of at least one;
+    /// - I/O frames are mapped only by L1 entries and, inside the table,
+    ///   are `Absent` frames without counts.
     ///
     /// Takes time in proportion to the typed tables; meant for tests.
     pub fn check_invariants<M: PageTableMemory>(&self, mem: &M) -> Result<(), InvariantViolation> {
@@ -37,6 +39,15 @@ impl FrameTable {
         let mut refs = vec![0u64; n];
 
         let mut count = |gfn: Gfn, kind: RefKind, from: &dyn Fn() -> String| {
+            let in_table = usize::try_from(gfn.0).ok().filter(|i| *i < n);
+            let absent = in_table.is_none_or(|i| self.frames[i].class == FrameClass::Absent);
+            if absent && self.is_io_frame(gfn) {
+                // I/O frames hold no counts; only L1 entries may map them.
+                if let RefKind::Table(level) = kind {
+                    violated!("{} uses I/O frame {gfn} as an {level} table", from());
+                }
+                return Ok(());
+            }
             let Some(i) = usize::try_from(gfn.0).ok().filter(|i| *i < n) else {
                 violated!("{} refers to frame {gfn} outside the table", from());
             };
@@ -88,7 +99,7 @@ impl FrameTable {
                 if !is_present(e) {
                     continue;
                 }
-                if let Err(err) = self.rules.check(level, e) {
+                if let Err(err) = self.check_entry(level, e) {
                     violated!("entry {idx} of {level} table {gfn} is invalid: {err}");
                 }
                 let (target, kind) = entry_ref(level, e);
@@ -130,6 +141,19 @@ impl FrameTable {
             }
             if f.type_count > 0 && ty == PageType::None {
                 violated!("frame {gfn} has type references but no type");
+            }
+        }
+        for (first, end) in &self.io_ranges {
+            for g in *first..(*end).min(n as u64) {
+                let f = &self.frames[g as usize];
+                if f.class != FrameClass::Absent || f.refs != 0 || f.type_count != 0 {
+                    violated!(
+                        "frame {} of an I/O range is a {} frame with {} references",
+                        Gfn(g),
+                        f.class,
+                        f.refs
+                    );
+                }
             }
         }
         if self.flush_epoch == 0 {

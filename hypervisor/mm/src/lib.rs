@@ -33,6 +33,15 @@
 //! change must fit the frame's current use (see
 //! [`FrameTable::set_frame_class`]).
 //!
+//! **I/O ranges** ([`FrameTable::add_io_range`], Xen's `iomem_caps`): device
+//! registers the domain may map (virtio-mmio slots, the APICs). They lie
+//! beyond the table or over `Absent` frames, and only L1 entries may map
+//! them, read-only or writable, with the cache attributes (PWT, PCD, PAT)
+//! allowed whatever [`Config::allow_cache_attrs`] says. They take no
+//! references and no type: they are not memory the validator protects. An
+//! L2, L3 or L4 entry, a pin or a base pointer naming one is refused with
+//! [`Error::IoFrameAsTable`].
+//!
 //! # Types and reference counts
 //!
 //! Each frame has a general reference count, a type ([`PageType`]: none,
@@ -110,11 +119,16 @@
 //!   at guest-physical address `ptr & !7` with `val`. The low bits of `ptr`
 //!   are the command: 0 is a normal update, 2 also keeps the accessed and
 //!   dirty bits the old entry has (when both are present), 1 (Xen's M2P
-//!   update) and the others are refused with -ENOSYS. The entry's frame
-//!   must be a validated page table; the new value must be valid for its
-//!   level. The reference the new entry needs is taken before the old one
+//!   update) and the others are refused with -ENOSYS. When the entry's
+//!   frame is a validated page table the new value must be valid for its
+//!   level; the reference the new entry needs is taken before the old one
 //!   is dropped, so rewriting an entry with the same frame never fails or
-//!   releases anything in between.
+//!   releases anything in between. When it is no table but `Ram` or
+//!   `Shared`, the request is a plain 64-bit store of `val` (Xen's
+//!   `PGT_writable_page` case): the guest could write the word itself, so
+//!   nothing is validated and no reference taken ([`Stats::plain_writes`]);
+//!   a guest need not know whether a frame is a table yet. `Absent`,
+//!   `Reserved` and `ReadOnly` frames are refused as for mappings.
 //! - [`FrameTable::mmuext_op`] (and [`FrameTable::mmuext_op_in_guest`]):
 //!   pin an Lk table (validates it and holds a type reference; pinning a
 //!   pinned frame fails), unpin (fails if not pinned), new base pointer
@@ -189,7 +203,7 @@ pub use ops::{
     ext_cmd, mmu_cmd, BatchOutcome, Effects, Flush, MmuExtOp, MmuUpdate, MAX_BATCH, MMUEXT_OP_SIZE,
 };
 pub use stats::Stats;
-pub use table::{Config, FrameTable, MAX_FRAMES};
+pub use table::{Config, FrameTable, MAX_FRAMES, MAX_IO_RANGES};
 
 #[cfg(test)]
 mod tests;

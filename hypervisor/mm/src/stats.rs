@@ -5,8 +5,12 @@ use crate::error::Reason;
 /// Counters of one domain's frame table. They only grow.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// `mmu_update` requests applied.
+    /// `mmu_update` requests applied, plain writes included.
     pub updates_applied: u64,
+    /// Of those, plain writes: requests on a frame that is no page table
+    /// (RAM or shared), stored without validation as the guest could have
+    /// written the word itself.
+    pub plain_writes: u64,
     /// `mmuext_op` requests done.
     pub ext_ops_done: u64,
     /// Frames validated as page tables (each time a frame took a table type).

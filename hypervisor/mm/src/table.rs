@@ -2,8 +2,8 @@
 //! tables and the `mmu_update` / `mmuext_op` operations.
 
 use crate::entry::{
-    entry_frame, entry_gpa, is_present, EntryRules, Level, ENTRIES_PER_TABLE, PAGE_SHIFT, PTE_A,
-    PTE_D, PTE_RW,
+    entry_frame, entry_gpa, is_present, EntryRules, Level, ENTRIES_PER_TABLE, L1_CACHE_ATTRS,
+    PAGE_SHIFT, PTE_A, PTE_D, PTE_RW,
 };
 use crate::error::Error;
 use crate::frame::{Frame, FrameClass, FrameInfo, Gfn, PageType};
@@ -78,6 +78,10 @@ pub(crate) fn entry_ref(level: Level, entry: u64) -> (Gfn, RefKind) {
     (entry_frame(entry), kind)
 }
 
+/// Most I/O ranges a domain may have: they are looked up by a linear scan,
+/// and a domain has a handful (its device pages and the APICs).
+pub const MAX_IO_RANGES: usize = 64;
+
 /// The frame table of one domain. See the crate documentation for the
 /// rules it enforces.
 ///
@@ -95,6 +99,10 @@ pub struct FrameTable {
     /// translations.
     pub(crate) flush_epoch: u32,
     pub(crate) stats: Stats,
+    /// I/O ranges as `(first, end)` frame numbers, end exclusive: frames
+    /// the domain may map from L1 entries (with cache attributes) without
+    /// references or types. Inside the table they are `Absent` frames.
+    pub(crate) io_ranges: Vec<(u64, u64)>,
 }
 
 impl FrameTable {
@@ -118,7 +126,85 @@ impl FrameTable {
             config,
             flush_epoch: 1,
             stats: Stats::default(),
+            io_ranges: Vec::new(),
         })
+    }
+
+    /// Makes frames `first..first + count` an I/O range of the domain (Xen's
+    /// `iomem_caps`): device registers the guest may map from L1 entries,
+    /// read-only or writable and with the cache-attribute bits (PWT, PCD,
+    /// PAT), but never use as a page table ([`Error::IoFrameAsTable`]).
+    /// Mappings of I/O frames take no references and no type: the frames
+    /// are not memory the validator protects, so nothing counts them.
+    ///
+    /// The range may lie beyond the table or over `Absent` frames (the
+    ///32-bit MMIO hole when RAM continues above it); a frame of any other
+    /// class refuses it with [`Error::IoRangeOverlap`], and all or nothing
+    /// is added. Ranges are never removed, and the frames of a range keep
+    /// their class ([`FrameTable::set_frame_class`] refuses them), since a
+    /// mapping made without a reference could otherwise be dropped as one.
+    pub fn add_io_range(&mut self, first: Gfn, count: u64) -> Result<(), Error> {
+        let end = first
+            .0
+            .checked_add(count)
+            .filter(|e| *e <= MAX_FRAMES)
+            .ok_or(Error::FrameOutOfRange {
+                gfn: Gfn(first.0.max(MAX_FRAMES)),
+                nr_frames: self.nr_frames(),
+            })?;
+        if count == 0 {
+            return Ok(());
+        }
+        if self.io_ranges.len() >= MAX_IO_RANGES {
+            return Err(Error::TooManyIoRanges { max: MAX_IO_RANGES });
+        }
+        let in_table = first.0.min(self.nr_frames())..end.min(self.nr_frames());
+        for g in in_table {
+            let class = self.frames[g as usize].class;
+            if class != FrameClass::Absent {
+                return Err(Error::IoRangeOverlap { gfn: Gfn(g), class });
+            }
+        }
+        self.io_ranges.push((first.0, end));
+        Ok(())
+    }
+
+    /// Whether `gfn` is in one of the domain's I/O ranges.
+    pub fn is_io_frame(&self, gfn: Gfn) -> bool {
+        self.io_ranges
+            .iter()
+            .any(|(first, end)| (*first..*end).contains(&gfn.0))
+    }
+
+    /// The I/O ranges, as first frame and count, in the order added.
+    pub fn io_ranges(&self) -> impl Iterator<Item = (Gfn, u64)> + '_ {
+        self.io_ranges.iter().map(|(f, e)| (Gfn(*f), e - f))
+    }
+
+    /// Whether `gfn` is an I/O frame, looked up only where it can be one:
+    /// outside the table or on an `Absent` frame. Keeps the range scan off
+    /// the path of every ordinary RAM entry.
+    #[inline]
+    fn io_frame_here(&self, gfn: Gfn) -> bool {
+        let absent_or_outside = usize::try_from(gfn.0)
+            .ok()
+            .and_then(|i| self.frames.get(i))
+            .is_none_or(|f| f.class == FrameClass::Absent);
+        absent_or_outside && !self.io_ranges.is_empty() && self.is_io_frame(gfn)
+    }
+
+    /// Checks the bits of a present entry of a table of `level`: an L1
+    /// entry mapping an I/O frame may also carry the cache attributes.
+    #[inline]
+    pub(crate) fn check_entry(&self, level: Level, entry: u64) -> Result<(), Error> {
+        if level == Level::L1
+            && entry & L1_CACHE_ATTRS != 0
+            && self.io_frame_here(entry_frame(entry))
+        {
+            self.rules.check_io_l1(entry)
+        } else {
+            self.rules.check(level, entry)
+        }
     }
 
     /// The configuration the table was made with.
@@ -173,6 +259,8 @@ impl FrameTable {
     ///   not a table);
     /// - to `Reserved` or `Absent`: only without any reference. The
     ///   hypervisor flushes the TLBs before it reuses such a frame's memory.
+    ///
+    /// Frames of an I/O range stay `Absent` ([`Error::IoRangeOverlap`]).
     pub fn set_frame_class(&mut self, gfn: Gfn, class: FrameClass) -> Result<(), Error> {
         let i = self.index(gfn)?;
         self.check_class_change(i, class)?;
@@ -210,6 +298,12 @@ impl FrameTable {
 
     fn check_class_change(&self, i: usize, class: FrameClass) -> Result<(), Error> {
         let f = &self.frames[i];
+        if class != FrameClass::Absent && self.is_io_frame(Gfn(i as u64)) {
+            return Err(Error::IoRangeOverlap {
+                gfn: Gfn(i as u64),
+                class,
+            });
+        }
         let fits = match class {
             FrameClass::Ram => true,
             FrameClass::Shared => f.current_type().level().is_none(),
@@ -403,16 +497,20 @@ impl FrameTable {
         }
         let gpa = ptr & !mmu_cmd::MASK;
         let table = Gfn(gpa >> PAGE_SHIFT);
-        let f = self.frames[self.index(table)?];
+        let i = self.index(table)?;
+        let f = self.frames[i];
+        let preserve_ad = cmd == mmu_cmd::PT_UPDATE_PRESERVE_AD;
         let Some(level) = f.current_type().level() else {
-            return Err(match f.class {
-                FrameClass::Absent => Error::NotOwned { gfn: table },
-                FrameClass::Reserved => Error::ReservedFrame { gfn: table },
-                _ => Error::NotPageTable { gfn: table },
-            });
+            return match f.class {
+                FrameClass::Absent => Err(Error::NotOwned { gfn: table }),
+                FrameClass::Reserved => Err(Error::ReservedFrame { gfn: table }),
+                FrameClass::ReadOnly => Err(Error::ReadOnlyFrame { gfn: table }),
+                FrameClass::Ram | FrameClass::Shared => {
+                    self.plain_write(mem, i, gpa, val, preserve_ad)
+                }
+            };
         };
         let mut old = mem.read_u64(gpa).map_err(|_| Error::GuestMemory { gpa })?;
-        let preserve_ad = cmd == mmu_cmd::PT_UPDATE_PRESERVE_AD;
         let with_ad = |old: u64| {
             if preserve_ad && is_present(old) && is_present(val) {
                 val | (old & (PTE_A | PTE_D))
@@ -429,7 +527,7 @@ impl FrameTable {
         let changes_ref =
             !(is_present(old) && is_present(new) && entry_ref(level, old) == entry_ref(level, new));
         if is_present(new) {
-            self.rules.check(level, new)?;
+            self.check_entry(level, new)?;
             if changes_ref {
                 self.get_entry_ref(mem, level, new)?;
             }
@@ -450,6 +548,62 @@ impl FrameTable {
         if is_present(old) && changes_ref {
             self.put_entry_ref(mem, level, old);
         }
+        Ok(())
+    }
+
+    /// `mmu_update` of a word in frame `i`, which is no page table (Xen's
+    /// `PGT_writable_page` case of `do_mmu_update`): the guest could write
+    /// it through a writable mapping of its own, so `val` is stored as is,
+    /// with no validation and no references. A guest that does not know
+    /// whether a frame is a table yet (Linux's `set_pte` on a table being
+    /// set up, not pinned) can always use `mmu_update`.
+    ///
+    /// The frame may have stopped being a page table since the last TLB
+    /// flush, and a vCPU may still walk it through a stale translation in
+    /// that role: then the TLBs are flushed first, as before a frame takes
+    /// the writable type (Xen takes a transient writable type reference,
+    /// which flushes for the same reason).
+    fn plain_write<M: PageTableMemory>(
+        &mut self,
+        mem: &mut M,
+        i: usize,
+        gpa: u64,
+        val: u64,
+        preserve_ad: bool,
+    ) -> Result<(), Error> {
+        let f = self.frames[i];
+        if f.type_count == 0 && f.ty.level().is_some() && f.dropped_at == self.flush_epoch {
+            mem.flush_tlbs();
+            self.stats.retype_flushes += 1;
+            self.advance_flush_epoch();
+        }
+        let fault = Error::GuestMemory { gpa };
+        if !preserve_ad {
+            mem.write_u64(gpa, val).map_err(|_| fault)?;
+        } else {
+            // The guest may change the word meanwhile (it is its memory),
+            // so the exchange retries on any change, a bounded number of
+            // times.
+            let mut old = mem.read_u64(gpa).map_err(|_| fault)?;
+            let mut done = false;
+            for _ in 0..PRESERVE_AD_TRIES {
+                let new = if is_present(old) && is_present(val) {
+                    val | (old & (PTE_A | PTE_D))
+                } else {
+                    val
+                };
+                let seen = mem.compare_exchange_u64(gpa, old, new).map_err(|_| fault)?;
+                if seen == old {
+                    done = true;
+                    break;
+                }
+                old = seen;
+            }
+            if !done {
+                return Err(fault);
+            }
+        }
+        self.stats.plain_writes += 1;
         Ok(())
     }
 
@@ -561,6 +715,13 @@ impl FrameTable {
         gfn: Gfn,
         kind: RefKind,
     ) -> Result<(), Error> {
+        if self.io_frame_here(gfn) {
+            // Device registers: mapped without references, never a table.
+            return match kind {
+                RefKind::Table(level) => Err(Error::IoFrameAsTable { gfn, level }),
+                RefKind::ReadOnly | RefKind::Writable => Ok(()),
+            };
+        }
         let i = self.index(gfn)?;
         let f = self.frames[i];
         match (f.class, kind) {
@@ -593,6 +754,10 @@ impl FrameTable {
     }
 
     fn put_ref<M: PageTableMemory>(&mut self, mem: &mut M, gfn: Gfn, kind: RefKind) {
+        if self.io_frame_here(gfn) {
+            // Took none (see `get_ref`).
+            return;
+        }
         let Some(i) = usize::try_from(gfn.0)
             .ok()
             .filter(|i| *i < self.frames.len())
@@ -703,8 +868,7 @@ impl FrameTable {
             let checked = match mem.read_u64(gpa) {
                 Ok(e) if !is_present(e) => Ok(()),
                 Ok(e) => self
-                    .rules
-                    .check(level, e)
+                    .check_entry(level, e)
                     .and_then(|()| self.get_entry_ref(mem, level, e)),
                 Err(_) => Err(Error::GuestMemory { gpa }),
             };

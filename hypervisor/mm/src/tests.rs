@@ -552,25 +552,288 @@ fn linear_page_tables_are_refused() {
 }
 
 #[test]
-fn updates_need_a_validated_table() {
+fn updates_of_frames_that_are_no_table_are_plain_writes() {
     let (mut ft, mut mem) = setup();
+    // An untyped RAM frame: the value is stored as is, not validated (it
+    // names a frame beyond the table and a reserved bit), no reference.
+    let odd = pte(NR + 5, 1 << 52);
+    update(&mut ft, &mut mem, 1, 0, odd).unwrap();
+    assert_eq!(mem.entry(Gfn(1), 0), odd);
+    assert_eq!(counts(&ft, 1), (PageType::None, 0, 0, false));
+    // A frame mapped writable (type Writable) is written the same way.
+    mem.set_entry(Gfn(2), 0, pte(3, PTE_RW));
+    pin(&mut ft, &mut mem, Level::L1, 2).unwrap();
+    update(&mut ft, &mut mem, 3, 7, pte(2, PTE_RW)).unwrap();
+    assert_eq!(mem.entry(Gfn(3), 7), pte(2, PTE_RW));
+    assert_eq!(counts(&ft, 2), (PageType::L1, 1, 1, true));
+    assert_eq!(counts(&ft, 3), (PageType::Writable, 1, 1, false));
+    // Shared frames too; PRESERVE_AD keeps the old entry's A and D.
+    ft.set_frame_class(Gfn(4), FrameClass::Shared).unwrap();
+    mem.set_entry(Gfn(4), 1, pte(9, PTE_A | PTE_D));
+    ft.mmu_update(
+        &mut mem,
+        &[MmuUpdate::preserve_ad(Gfn(4), 1, pte(10, PTE_RW))],
+    )
+    .result()
+    .unwrap();
+    assert_eq!(mem.entry(Gfn(4), 1), pte(10, PTE_RW | PTE_A | PTE_D));
+    assert_eq!(ft.stats().plain_writes, 3);
+    assert_eq!(ft.stats().updates_applied, 3);
+    assert_eq!(ft.stats().rejected_total(), 0);
+    ok(&ft, &mem);
+}
+
+#[test]
+fn plain_writes_are_refused_on_frames_the_guest_cannot_write() {
+    let (mut ft, mut mem) = setup();
+    ft.set_frame_class(Gfn(1), FrameClass::Absent).unwrap();
+    ft.set_frame_class(Gfn(2), FrameClass::Reserved).unwrap();
+    ft.set_frame_class(Gfn(3), FrameClass::ReadOnly).unwrap();
     refused!(
         &ft,
-        update(&mut ft, &mut mem, 1, 0, pte(5, 0)),
-        Error::NotPageTable { gfn: Gfn(1) },
+        update(&mut ft, &mut mem, 1, 0, 1),
+        Error::NotOwned { gfn: Gfn(1) },
         0
     );
-    // A writable data frame is no table either.
-    mem.set_entry(Gfn(2), 0, pte(1, PTE_RW));
-    pin(&mut ft, &mut mem, Level::L1, 2).unwrap();
     refused!(
         &ft,
-        update(&mut ft, &mut mem, 1, 0, pte(5, 0)),
-        Error::NotPageTable { gfn: Gfn(1) },
-        1
+        update(&mut ft, &mut mem, 2, 0, 1),
+        Error::ReservedFrame { gfn: Gfn(2) },
+        0
     );
-    assert_eq!(mem.entry(Gfn(1), 0), 0);
+    refused!(
+        &ft,
+        update(&mut ft, &mut mem, 3, 0, 1),
+        Error::ReadOnlyFrame { gfn: Gfn(3) },
+        0
+    );
+    refused!(
+        &ft,
+        update(&mut ft, &mut mem, NR, 0, 1),
+        Error::FrameOutOfRange {
+            gfn: Gfn(NR),
+            nr_frames: NR
+        },
+        0
+    );
+    for g in 1..4 {
+        assert_eq!(mem.entry(Gfn(g), 0), 0);
+    }
+    assert_eq!(ft.stats().plain_writes, 0);
     ok(&ft, &mem);
+}
+
+#[test]
+fn a_plain_write_to_a_frame_that_was_a_table_since_the_last_flush_flushes_first() {
+    let (mut ft, mut mem) = setup();
+    pin(&mut ft, &mut mem, Level::L1, 1).unwrap();
+    unpin(&mut ft, &mut mem, 1).unwrap();
+    // A vCPU may still walk frame 1 as an L1 through a cached upper entry.
+    let before = mem.flushes;
+    update(&mut ft, &mut mem, 1, 0, pte(2, PTE_RW)).unwrap();
+    assert_eq!(mem.flushes, before + 1);
+    assert_eq!(ft.stats().retype_flushes, 1);
+    // Once flushed, further writes need none.
+    update(&mut ft, &mut mem, 1, 1, pte(2, PTE_RW)).unwrap();
+    assert_eq!(mem.flushes, before + 1);
+    ok(&ft, &mem);
+}
+
+#[test]
+fn io_ranges_are_mapped_from_l1_entries_without_counts() {
+    let mut config = Config::new(NR, 2);
+    config.required_bits = PTE_US;
+    let (mut ft, mut mem) = setup_with(config);
+    // One range beyond the table, one over absent frames inside it.
+    ft.add_io_range(Gfn(NR + 100), 2).unwrap();
+    ft.set_frame_class_range(Gfn(20), 4, FrameClass::Absent)
+        .unwrap();
+    ft.add_io_range(Gfn(21), 2).unwrap();
+    assert!(ft.is_io_frame(Gfn(NR + 101)) && ft.is_io_frame(Gfn(22)));
+    assert!(!ft.is_io_frame(Gfn(NR + 102)) && !ft.is_io_frame(Gfn(20)));
+    assert_eq!(
+        ft.io_ranges().collect::<Vec<_>>(),
+        [(Gfn(NR + 100), 2), (Gfn(21), 2)]
+    );
+    // Read-only, writable and uncached mappings (cache attributes are not
+    // configured for RAM) of both, in an L1 that is then pinned.
+    mem.set_entry(
+        Gfn(1),
+        0,
+        pte(NR + 100, PTE_US | PTE_RW | PTE_PCD | PTE_PWT),
+    );
+    mem.set_entry(Gfn(1), 1, pte(NR + 101, PTE_US | PTE_PAT_PS));
+    mem.set_entry(Gfn(1), 2, pte(21, PTE_US | PTE_RW | PTE_G));
+    pin(&mut ft, &mut mem, Level::L1, 1).unwrap();
+    // Through mmu_update, both ways, and a rewrite.
+    update(&mut ft, &mut mem, 1, 3, pte(22, PTE_US | PTE_RW | PTE_PCD)).unwrap();
+    update(&mut ft, &mut mem, 1, 3, pte(22, PTE_US)).unwrap();
+    update(&mut ft, &mut mem, 1, 0, 0).unwrap();
+    assert_eq!(counts(&ft, 21), (PageType::None, 0, 0, false));
+    assert_eq!(info(&ft, 21).class, FrameClass::Absent);
+    ok(&ft, &mem);
+    // Cache attributes stay refused on RAM, and the required bits apply.
+    let ram_uc = pte(5, PTE_US | PTE_PCD);
+    refused!(
+        &ft,
+        update(&mut ft, &mut mem, 1, 4, ram_uc),
+        Error::DisallowedBits {
+            level: Level::L1,
+            entry: ram_uc,
+            bits: PTE_PCD
+        },
+        0
+    );
+    let no_us = pte(22, PTE_RW);
+    refused!(
+        &ft,
+        update(&mut ft, &mut mem, 1, 4, no_us),
+        Error::MissingRequiredBits {
+            level: Level::L1,
+            entry: no_us,
+            bits: PTE_US
+        },
+        0
+    );
+    // Frames next to a range are not I/O frames.
+    refused!(
+        &ft,
+        update(&mut ft, &mut mem, 1, 4, pte(NR + 102, PTE_US)),
+        Error::FrameOutOfRange {
+            gfn: Gfn(NR + 102),
+            nr_frames: NR
+        },
+        0
+    );
+    refused!(
+        &ft,
+        update(&mut ft, &mut mem, 1, 4, pte(20, PTE_US)),
+        Error::NotOwned { gfn: Gfn(20) },
+        0
+    );
+    unpin(&mut ft, &mut mem, 1).unwrap();
+    assert_all_zero(&ft);
+    ok(&ft, &mem);
+}
+
+#[test]
+fn io_frames_are_never_page_tables() {
+    let (mut ft, mut mem) = setup();
+    ft.add_io_range(Gfn(NR), 1).unwrap();
+    ft.set_frame_class(Gfn(30), FrameClass::Absent).unwrap();
+    ft.add_io_range(Gfn(30), 1).unwrap();
+    for (level, table) in [(Level::L2, 2), (Level::L3, 3), (Level::L4, 4)] {
+        pin(&mut ft, &mut mem, level, table).unwrap();
+        let lower = level.lower().unwrap();
+        for io in [NR, 30] {
+            let before = ft.stats().rejected(Reason::IoFrameAsTable);
+            refused!(
+                &ft,
+                update(&mut ft, &mut mem, table, 0, pte(io, 0)),
+                Error::IoFrameAsTable {
+                    gfn: Gfn(io),
+                    level: lower
+                },
+                before
+            );
+        }
+    }
+    refused!(
+        &ft,
+        pin(&mut ft, &mut mem, Level::L1, 30),
+        Error::IoFrameAsTable {
+            gfn: Gfn(30),
+            level: Level::L1
+        },
+        6
+    );
+    refused!(
+        &ft,
+        ext(&mut ft, &mut mem, MmuExtOp::NewBaseptr { gfn: Gfn(30) }),
+        Error::IoFrameAsTable {
+            gfn: Gfn(30),
+            level: Level::L4
+        },
+        7
+    );
+    // An unvalidated table that links one fails its pin.
+    mem.set_entry(Gfn(5), 9, pte(30, PTE_RW));
+    refused!(
+        &ft,
+        pin(&mut ft, &mut mem, Level::L2, 5),
+        Error::IoFrameAsTable {
+            gfn: Gfn(30),
+            level: Level::L1
+        },
+        8
+    );
+    assert_eq!(counts(&ft, 5), (PageType::None, 0, 0, false));
+    // mmu_update never writes into an I/O frame.
+    refused!(
+        &ft,
+        update(&mut ft, &mut mem, 30, 0, 1),
+        Error::NotOwned { gfn: Gfn(30) },
+        0
+    );
+    ok(&ft, &mem);
+}
+
+#[test]
+fn io_ranges_only_cover_absent_frames_and_keep_them() {
+    let (mut ft, _mem) = setup();
+    ft.set_frame_class(Gfn(10), FrameClass::Absent).unwrap();
+    for class in [
+        FrameClass::Ram,
+        FrameClass::Shared,
+        FrameClass::ReadOnly,
+        FrameClass::Reserved,
+    ] {
+        ft.set_frame_class(Gfn(11), class).unwrap();
+        assert_eq!(
+            ft.add_io_range(Gfn(10), 2),
+            Err(Error::IoRangeOverlap {
+                gfn: Gfn(11),
+                class
+            })
+        );
+        assert!(!ft.is_io_frame(Gfn(10)), "all or nothing");
+    }
+    ft.set_frame_class(Gfn(11), FrameClass::Absent).unwrap();
+    // Straddling the end of the table is fine.
+    ft.set_frame_class_range(Gfn(NR - 2), 2, FrameClass::Absent)
+        .unwrap();
+    ft.add_io_range(Gfn(NR - 2), 10).unwrap();
+    ft.add_io_range(Gfn(10), 2).unwrap();
+    assert_eq!(ft.add_io_range(Gfn(5), 0), Ok(()));
+    assert_eq!(
+        ft.set_frame_class(Gfn(10), FrameClass::Ram),
+        Err(Error::IoRangeOverlap {
+            gfn: Gfn(10),
+            class: FrameClass::Ram
+        })
+    );
+    assert_eq!(
+        ft.set_frame_class_range(Gfn(9), 3, FrameClass::Shared)
+            .map_err(|e| e.reason()),
+        Err(Reason::IoRangeOverlap)
+    );
+    assert_eq!(info(&ft, 9).class, FrameClass::Ram);
+    assert_eq!(ft.set_frame_class(Gfn(10), FrameClass::Absent), Ok(()));
+    assert!(matches!(
+        ft.add_io_range(Gfn(MAX_FRAMES - 1), 2),
+        Err(Error::FrameOutOfRange { .. })
+    ));
+    assert!(matches!(
+        ft.add_io_range(Gfn(u64::MAX), 2),
+        Err(Error::FrameOutOfRange { .. })
+    ));
+    while ft.io_ranges().count() < MAX_IO_RANGES {
+        ft.add_io_range(Gfn(NR + 1000), 1).unwrap();
+    }
+    assert_eq!(
+        ft.add_io_range(Gfn(NR + 2000), 1),
+        Err(Error::TooManyIoRanges { max: MAX_IO_RANGES })
+    );
 }
 
 #[test]

@@ -142,6 +142,7 @@ fn op() -> impl Strategy<Value = Op> {
             })
             .prop_map(|(vcpu, list_gfn, ops, count)| Op::MmuExtInGuest { vcpu, list_gfn, ops, count }),
         1 => (frame(), class).prop_map(|(gfn, class)| Op::SetClass { gfn, class }),
+        1 => (frame(), 0u64..3).prop_map(|(first, count)| Op::AddIoRange { first, count }),
         1 => Just(Op::NoteFlushed),
         1 => Just(Op::Teardown),
     ]
@@ -159,8 +160,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
 
     #[test]
-    fn frame_table_agrees_with_the_model(config in config(), ops in vec(op(), 1..80)) {
+    fn frame_table_agrees_with_the_model(config in config(), io_past_table in any::<bool>(), ops in vec(op(), 1..80)) {
         let mut h = Harness::new(config);
+        // Device frames past the table, where `frame()` lands now and then.
+        if io_past_table {
+            h.step(&Op::AddIoRange { first: N, count: 2 }).unwrap();
+        }
         for (i, op) in ops.iter().enumerate() {
             if let Err(e) = h.step(op) {
                 prop_assert!(false, "step {} ({:x?}): {}", i, op, e);
@@ -218,6 +223,7 @@ fn random_inputs_reach_every_rule() {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let mut rejected = [0u64; Reason::COUNT];
     let (mut applied, mut flushes, mut deepest) = (0, 0, 0);
+    let (mut plain, mut io_mapped, mut io_uncached) = (0, 0, 0);
     for _ in 0..400 {
         let data = rng.bytes(1500);
         let (config, ops) = ops_from_bytes(&data);
@@ -231,21 +237,46 @@ fn random_inputs_reach_every_rule() {
                 .max()
                 .unwrap_or(0);
             deepest = deepest.max(depth);
+            // Present L1 entries of typed L1 tables that map I/O frames.
+            for (g, f) in h.table.frames() {
+                if f.page_type != PageType::L1 {
+                    continue;
+                }
+                for i in 0..ENTRIES_PER_TABLE {
+                    let e = h.mem.entry(g, i);
+                    if is_present(e) && h.table.is_io_frame(entry_frame(e)) {
+                        io_mapped += 1;
+                        if e & L1_CACHE_ATTRS != 0 {
+                            io_uncached += 1;
+                        }
+                    }
+                }
+            }
         }
         h.finish().unwrap();
         for (r, n) in h.table.stats().rejections() {
             rejected[r as usize] += n;
         }
         applied += h.table.stats().updates_applied;
+        plain += h.table.stats().plain_writes;
         flushes += h.table.stats().retype_flushes;
     }
     assert!(applied > 100, "only {applied} updates applied");
     assert!(flushes > 0, "no retype flush");
     assert_eq!(deepest, 4, "no four-level tree was built");
+    assert!(plain > 0, "no plain write");
+    assert!(io_mapped > 0, "no L1 entry mapped an I/O frame");
+    assert!(
+        io_uncached > 0,
+        "no L1 entry mapped an I/O frame with cache attributes"
+    );
     let unreachable_here = [
         Reason::RefOverflow,        // needs 2^32 references
         Reason::FrameTableTooLarge, // not a request
         Reason::FrameInUse,         // not counted: a hypervisor call
+        Reason::IoRangeOverlap,     // the same
+        Reason::TooManyIoRanges,    // the same
+        Reason::NotPageTable,       // mmu_update on a non-table is a plain write
     ];
     for r in Reason::ALL {
         if !unreachable_here.contains(&r) {

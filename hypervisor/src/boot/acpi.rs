@@ -33,9 +33,9 @@ pub const ACPI_BASE: u64 = 0xe_0000;
 /// Room for the tables.
 pub const ACPI_MAX: u64 = 0x2_0000;
 /// The I/O APIC's address, as on a PC.
-pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
+pub const IOAPIC_ADDR: u32 = pvabi::layout::IOAPIC_MMIO_BASE as u32;
 /// The local APIC's address.
-pub const LAPIC_ADDR: u32 = 0xfee0_0000;
+pub const LAPIC_ADDR: u32 = pvabi::layout::LAPIC_MMIO_BASE as u32;
 
 const OEM_ID: [u8; 6] = *b"SPLTPV";
 const OEM_TABLE: [u8; 8] = *b"SPLITPV ";

@@ -65,6 +65,46 @@ impl HypercallCounters {
     }
 }
 
+/// What the frame table of a domain must know of its guest-physical map
+/// besides RAM: whether the ISA range below 1 MiB is ordinary RAM to the
+/// guest, and its I/O ranges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FrameLayout {
+    /// The frames below 1 MiB are `Ram`: Linux maps the whole ISA range
+    /// read-write in its direct map (and may use it as memory). Otherwise
+    /// they are `ReadOnly`: our freestanding guests' boot structures
+    /// (start info, memory map, boot tables), which the guest reads only.
+    pub low_mem_ram: bool,
+    /// Device register pages the guest may map from L1 entries (with cache
+    /// attributes), as `(guest-physical address, bytes)`, page-aligned.
+    pub io_ranges: Vec<(u64, u64)>,
+}
+
+impl FrameLayout {
+    /// The layout of a freestanding guest: the boot area read-only, no I/O
+    /// ranges (it maps no device through validated tables).
+    pub fn freestanding() -> FrameLayout {
+        FrameLayout::default()
+    }
+
+    /// The layout of a Linux guest with `virtio_slots` used virtio-mmio
+    /// slots (slots `0..virtio_slots`): RAM below 1 MiB (the ISA hole
+    /// 0xA0000..0x100000 is RAM in our layout, not an I/O range), and as I/O
+    /// ranges the used virtio-mmio slots, the power GED page, the I/O APIC
+    /// page and the local APIC page.
+    pub fn linux(virtio_slots: u32) -> FrameLayout {
+        use pvabi::layout::{APIC_MMIO_LEN, IOAPIC_MMIO_BASE, LAPIC_MMIO_BASE};
+        let mut io_ranges = Vec::new();
+        if virtio_slots > 0 {
+            io_ranges.push((pvabi::virtio::MMIO_BASE, u64::from(virtio_slots) * pvabi::virtio::MMIO_STRIDE));
+        }
+        io_ranges.push((pvabi::power::GED_MMIO_BASE, pvabi::power::GED_MMIO_LEN));
+        io_ranges.push((IOAPIC_MMIO_BASE, APIC_MMIO_LEN));
+        io_ranges.push((LAPIC_MMIO_BASE, APIC_MMIO_LEN));
+        FrameLayout { low_mem_ram: true, io_ranges }
+    }
+}
+
 /// The PV state of one domain, shared by its vCPUs.
 pub struct PvDomain {
     memory: GuestMemoryMmap,
@@ -101,8 +141,9 @@ impl PvDomain {
         console: PvConsole,
         vcpus: usize,
         pvm: bool,
+        layout: &FrameLayout,
     ) -> PvDomain {
-        let frames = match frame_table(&ram, vcpus, pvm) {
+        let frames = match frame_table(&ram, vcpus, pvm, layout) {
             Ok(t) => Some(Mutex::new(t)),
             Err(e) => {
                 tracing::warn!("direct paging is unavailable for this domain: {e}");
@@ -146,6 +187,7 @@ impl PvDomain {
         let s = t.stats();
         let mut v = vec![
             ("updates_applied".to_string(), s.updates_applied),
+            ("plain_writes".to_string(), s.plain_writes),
             ("ext_ops_done".to_string(), s.ext_ops_done),
             ("tables_validated".to_string(), s.tables_validated),
             ("tables_released".to_string(), s.tables_released),
@@ -219,11 +261,12 @@ impl PvDomain {
     }
 }
 
-/// The frame table of a domain with `ram`: frames in holes are absent, the
-/// boot area below 1 MiB (boot structures, start info, ACPI tables) can be
-/// mapped read-only only. On kvm_pvm every present entry must carry the
-/// U/S bit, or the vCPU livelocks on page faults.
-fn frame_table(ram: &[RamRange], vcpus: usize, pvm: bool) -> Result<FrameTable, pvmm::Error> {
+/// The frame table of a domain with `ram`: frames in holes are absent; the
+/// boot area below 1 MiB (boot structures, start info) can be mapped
+/// read-only only unless `layout` makes it RAM; `layout`'s I/O ranges are
+/// added. On kvm_pvm every present entry must carry the U/S bit, or the
+/// vCPU livelocks on page faults.
+pub fn frame_table(ram: &[RamRange], vcpus: usize, pvm: bool, layout: &FrameLayout) -> Result<FrameTable, pvmm::Error> {
     let end = ram.iter().map(RamRange::end).max().unwrap_or(0);
     let mut config = pvmm::Config::new(end / 4096, vcpus);
     if pvm {
@@ -237,6 +280,47 @@ fn frame_table(ram: &[RamRange], vcpus: usize, pvm: bool) -> Result<FrameTable, 
         }
         at = r.end();
     }
-    t.set_frame_class_range(Gfn(0), pvabi::boot::LOAD_MIN / 4096, FrameClass::ReadOnly)?;
+    if !layout.low_mem_ram {
+        t.set_frame_class_range(Gfn(0), pvabi::boot::LOAD_MIN / 4096, FrameClass::ReadOnly)?;
+    }
+    for (gpa, len) in &layout.io_ranges {
+        t.add_io_range(Gfn(gpa / 4096), len.div_ceil(4096))?;
+    }
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::ram_ranges;
+
+    fn table(mem: u64, layout: &FrameLayout) -> FrameTable {
+        frame_table(&ram_ranges(mem), 1, false, layout).unwrap()
+    }
+
+    #[test]
+    fn freestanding_guests_get_a_read_only_boot_area_and_no_io() {
+        let t = table(64 << 20, &FrameLayout::freestanding());
+        assert_eq!(t.frame(Gfn(0)).unwrap().class, FrameClass::ReadOnly);
+        assert_eq!(t.frame(Gfn(0xff)).unwrap().class, FrameClass::ReadOnly);
+        assert_eq!(t.frame(Gfn(0x100)).unwrap().class, FrameClass::Ram);
+        assert_eq!(t.io_ranges().count(), 0);
+    }
+
+    #[test]
+    fn linux_guests_get_ram_below_1_mib_and_their_device_pages_as_io() {
+        for mem in [64u64 << 20, 5 << 30] {
+            let t = table(mem, &FrameLayout::linux(2));
+            for g in [0, 0xa0, 0xff] {
+                assert_eq!(t.frame(Gfn(g)).unwrap().class, FrameClass::Ram, "{g:#x}, {mem} bytes");
+            }
+            let io = |gpa: u64| t.is_io_frame(Gfn(gpa >> 12));
+            assert!(io(pvabi::virtio::MMIO_BASE) && io(pvabi::virtio::MMIO_BASE + pvabi::virtio::MMIO_STRIDE));
+            assert!(!io(pvabi::virtio::MMIO_BASE + 2 * pvabi::virtio::MMIO_STRIDE), "an unused slot");
+            assert!(io(pvabi::power::GED_MMIO_BASE));
+            assert!(io(pvabi::layout::IOAPIC_MMIO_BASE) && io(pvabi::layout::LAPIC_MMIO_BASE));
+            assert!(!io(pvabi::layout::UNBACKED_MMIO_PROBE) && !io(0xa0000));
+        }
+        assert_eq!(FrameLayout::linux(0).io_ranges.len(), 3, "no virtio range without devices");
+    }
 }

@@ -170,6 +170,14 @@ pub fn ops_from_bytes(data: &[u8]) -> (Config, Vec<Op>) {
         nr_frames: config.nr_frames,
     };
     let mut ops = Vec::new();
+    // Often an I/O range just past the table, where `frame` lands one time
+    // in sixteen, so that entries map device frames.
+    if c % 4 != 3 {
+        ops.push(Op::AddIoRange {
+            first: config.nr_frames,
+            count: 1 + u64::from(c >> 7),
+        });
+    }
     while !g.b.data.is_empty() && ops.len() < MAX_STEPS {
         let n = 1 + usize::from(g.b.u8() % 6);
         let op = match g.b.u8() % 16 {
@@ -220,6 +228,10 @@ pub fn ops_from_bytes(data: &[u8]) -> (Config, Vec<Op>) {
                     count,
                 }
             }
+            13 if g.b.u8() % 4 == 0 => Op::AddIoRange {
+                first: g.frame(),
+                count: u64::from(g.b.u8() % 3),
+            },
             13 => Op::SetClass {
                 gfn: g.frame(),
                 class: FrameClass::ALL[usize::from(g.b.u8() % 5)],

@@ -80,6 +80,13 @@ pub enum Op {
         /// New class.
         class: FrameClass,
     },
+    /// The hypervisor adds an I/O range.
+    AddIoRange {
+        /// First frame.
+        first: u64,
+        /// Frames.
+        count: u64,
+    },
     /// The hypervisor reports a full TLB flush.
     NoteFlushed,
     /// The domain is torn down.
@@ -181,6 +188,15 @@ impl Harness {
                     ));
                 }
             }
+            Op::AddIoRange { first, count } => {
+                let got = self.table.add_io_range(Gfn(*first), *count);
+                let want = self.model.add_io_range(*first, *count);
+                if got.is_ok() != want.is_ok() {
+                    return Err(format!(
+                        "add_io_range({first:#x}, {count}): {got:?}, model {want:?}"
+                    ));
+                }
+            }
             Op::NoteFlushed => {
                 self.table.note_tlbs_flushed();
                 self.stale_writable.clear();
@@ -268,6 +284,7 @@ impl Harness {
                 .mmu_update(&mut self.mem, std::slice::from_ref(r));
             let want = self.model.mmu_update(r.ptr, r.val);
             self.agree(&format!("mmu_update {r:x?}"), &got, want.is_ok())?;
+            self.check_plain_write(&before, r.ptr, &got, flushes)?;
             self.track_tlbs(&before, flushes)?;
             if got.error.is_some() {
                 singles.error = got.error;
@@ -294,6 +311,8 @@ impl Harness {
         };
         for n in 0..count {
             let gpa = list_gpa + 16 * n;
+            // Read before: the request may overwrite its own list.
+            let ptr = self.model.read(gpa);
             let before = self.model.derive();
             let flushes = self.mem.flushes;
             let got = self.table.mmu_update_in_guest(&mut self.mem, gpa, 1);
@@ -306,6 +325,9 @@ impl Harness {
                 &got,
                 want.is_ok(),
             )?;
+            if let Some(ptr) = ptr {
+                self.check_plain_write(&before, ptr, &got, flushes)?;
+            }
             self.track_tlbs(&before, flushes)?;
             if got.error.is_some() {
                 singles.error = got.error;
@@ -457,6 +479,31 @@ impl Harness {
 
     fn clone_table(&self) -> FrameTable {
         self.table.clone()
+    }
+
+    /// A plain write (a successful `mmu_update` of a word in a frame that
+    /// was no table) must not land in a frame that stale translations may
+    /// still walk as a page table, unless the TLBs were flushed first.
+    fn check_plain_write(
+        &self,
+        before: &Derived,
+        ptr: u64,
+        got: &BatchOutcome,
+        flushes_before: u64,
+    ) -> Check {
+        let g = (ptr & !7) / 4096;
+        let plain = got.error.is_none()
+            && got.done == 1
+            && before
+                .ty
+                .get(g as usize)
+                .is_some_and(|t| t.level().is_none());
+        if plain && self.mem.flushes == flushes_before {
+            if let Some(level) = self.stale_table.get(&g) {
+                return Err(format!("a plain write to frame {g:#x} without a flush, while stale translations may use it as an {level} table"));
+            }
+        }
+        Ok(())
     }
 
     /// Updates the stale-translation sets after one request and checks

@@ -73,6 +73,8 @@ pub struct Model {
     pub cache_attrs: bool,
     /// Bits every present entry needs.
     pub required_bits: u64,
+    /// I/O ranges, `(first, end)` with `end` exclusive.
+    pub io: Vec<(u64, u64)>,
 }
 
 impl Model {
@@ -86,7 +88,34 @@ impl Model {
             bases: vec![None; nr_vcpus],
             cache_attrs,
             required_bits,
+            io: Vec::new(),
         }
+    }
+
+    /// Whether `g` is in an I/O range.
+    pub fn is_io(&self, g: u64) -> bool {
+        self.io.iter().any(|(f, e)| *f <= g && g < *e)
+    }
+
+    /// Adds an I/O range: every frame of it inside the table must be
+    /// absent; at most 64 ranges; frame numbers below 2^40.
+    pub fn add_io_range(&mut self, first: u64, count: u64) -> Result<(), Refused> {
+        let end = first
+            .checked_add(count)
+            .filter(|e| *e <= 1 << 40)
+            .ok_or(Refused)?;
+        if count == 0 {
+            return Ok(());
+        }
+        if self.io.len() >= 64 {
+            return Err(Refused);
+        }
+        if (first..end.min(self.nr_frames)).any(|g| self.classes[g as usize] != FrameClass::Absent)
+        {
+            return Err(Refused);
+        }
+        self.io.push((first, end));
+        Ok(())
     }
 
     /// The word at `gpa`, if it is in memory (reads are 8-byte aligned).
@@ -114,7 +143,9 @@ impl Model {
 
     fn entry_bits_ok(&self, level: Level, e: u64) -> bool {
         let flags = e & !ADDR;
-        flags & !allowed_bits(level, self.cache_attrs) == 0
+        // Device registers may be mapped uncached from L1 entries.
+        let cache_attrs = self.cache_attrs || (level == Level::L1 && self.is_io((e & ADDR) >> 12));
+        flags & !allowed_bits(level, cache_attrs) == 0
             && flags & self.required_bits == self.required_bits
     }
 
@@ -178,6 +209,13 @@ impl Model {
         );
         work.extend(self.pins.iter().map(|(g, l)| Ref::Table(*l, *g)));
         while let Some(r) = work.pop() {
+            if self.is_io(r.frame()) {
+                // Mapped without counts, never a table.
+                if let Ref::Table(..) = r {
+                    return None;
+                }
+                continue;
+            }
             if !self.target_ok(r) {
                 return None;
             }
@@ -218,13 +256,22 @@ impl Model {
             return Err(Refused);
         }
         let d = self.derive();
-        let level = d.ty[g as usize].level().ok_or(Refused)?;
         let idx = ((gpa % 4096) / 8) as u16;
         let old = self.word(g, idx);
         let mut new = val;
         if cmd == 2 && old & 1 != 0 && new & 1 != 0 {
             new |= old & 0x60;
         }
+        let Some(level) = d.ty[g as usize].level() else {
+            // No table: a plain write if the guest could write the frame.
+            return match self.classes[g as usize] {
+                FrameClass::Ram | FrameClass::Shared => {
+                    self.set_word(g, idx, new);
+                    Ok(())
+                }
+                _ => Err(Refused),
+            };
+        };
         if new & 1 != 0 {
             if !self.entry_bits_ok(level, new) {
                 return Err(Refused);
@@ -268,6 +315,9 @@ impl Model {
         }
         let d = self.derive();
         let i = g as usize;
+        if class != FrameClass::Absent && self.is_io(g) {
+            return Err(Refused);
+        }
         let fits = match class {
             FrameClass::Ram => true,
             FrameClass::Shared => d.ty[i].level().is_none(),
