@@ -168,7 +168,7 @@ fn pv_paging_hostile_requests_get_their_errno_and_the_domain_lives_on() {
             "testguest: paging: L2 entry -> data page 0x",
             "testguest: paging: L2 entry with PS (a 2 MiB superpage) = -EINVAL, done 0",
             "testguest: paging: L1 entry with the PAT bit (bit 7) = -EINVAL, done 0",
-            "testguest: paging: L1 entry with reserved bit 52 = -EINVAL, done 0",
+            "testguest: paging: L1 entry with protection-key bit 59 = -EINVAL, done 0",
             "testguest: paging: L4 entry -> the L4 itself (linear page table) = -EINVAL, done 0",
             "testguest: paging: map the hypercall page writable = -EPERM, done 0",
             "testguest: paging: map a boot-area frame (below 1 MiB) writable = -EPERM, done 0",

@@ -59,7 +59,7 @@ const PTE_PAT_PS: u64 = 1 << 7;
 /// The first of the bits available to software.
 const PTE_AVAIL9: u64 = 1 << 9;
 /// The lowest of bits 52–62, which the hypervisor keeps for itself.
-const PTE_HIGH52: u64 = 1 << 52;
+const PTE_PKEY59: u64 = 1 << 59;
 
 /// #PF error code bits: the page was present; the access was a write.
 const PF_PRESENT: u64 = 1 << 0;
@@ -726,8 +726,8 @@ pub fn hostile(boot: &BootParameters) -> ! {
     let got = unsafe { mmu_update(hc, &[normal(l1, 2, space.read_only(data0) | PTE_PAT_PS)]) };
     expect(&mut checks, "L1 entry with the PAT bit (bit 7)", Outcome::err(EINVAL, 0), got);
     // SAFETY: see above.
-    let got = unsafe { mmu_update(hc, &[normal(l1, 2, space.read_only(data0) | PTE_HIGH52)]) };
-    expect(&mut checks, "L1 entry with reserved bit 52", Outcome::err(EINVAL, 0), got);
+    let got = unsafe { mmu_update(hc, &[normal(l1, 2, space.read_only(data0) | PTE_PKEY59)]) };
+    expect(&mut checks, "L1 entry with protection-key bit 59", Outcome::err(EINVAL, 0), got);
     // SAFETY: a link of the L4 to itself, in a slot nothing uses.
     let got = unsafe { mmu_update(hc, &[normal(space.l4, 2, (space.l4 << 12) | Space::UPPER)]) };
     expect(&mut checks, "L4 entry -> the L4 itself (linear page table)", Outcome::err(EINVAL, 0), got);

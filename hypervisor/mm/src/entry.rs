@@ -36,6 +36,13 @@ pub const PTE_AVAIL: u64 = 0b111 << 9;
 pub const PTE_ADDR: u64 = ((1 << 52) - 1) & !(PAGE_SIZE - 1);
 /// Bits 52..=62: software-available (52..=58) and protection key (59..=62).
 pub const PTE_HIGH: u64 = 0x7ff << 52;
+/// The software-available high bits, 52..=58: the MMU ignores them. Linux
+/// keeps state there in leaf entries (since 6.6 the saved dirty bit of a
+/// read-only entry in bit 58; ZONE_DEVICE's devmap bit in 57).
+pub const PTE_SOFT_HIGH: u64 = 0x7f << 52;
+/// The protection-key bits, 59..=62: they select a key register once the
+/// guest sets CR4.PKE, so they stay refused.
+pub const PTE_PKEY: u64 = 0xf << 59;
 /// No-execute.
 pub const PTE_NX: u64 = 1 << 63;
 
@@ -44,7 +51,7 @@ const COMMON_ALLOWED: u64 = PTE_P | PTE_RW | PTE_US | PTE_A | PTE_D | PTE_AVAIL 
 
 /// Flag bits allowed in a present L1 entry; the cache attributes are added
 /// when [`crate::Config::allow_cache_attrs`] is set.
-const L1_ALLOWED: u64 = COMMON_ALLOWED | PTE_G;
+const L1_ALLOWED: u64 = COMMON_ALLOWED | PTE_G | PTE_SOFT_HIGH;
 /// Cache-attribute bits of an L1 entry.
 pub const L1_CACHE_ATTRS: u64 = PTE_PWT | PTE_PCD | PTE_PAT_PS;
 /// Flag bits allowed in a present L2, L3 or L4 entry (PS is handled apart).
@@ -272,8 +279,27 @@ mod tests {
     }
 
     #[test]
-    fn high_bits_are_rejected_everywhere() {
-        for bit in 52..63 {
+    fn software_high_bits_are_allowed_in_l1_only() {
+        assert_eq!(PTE_SOFT_HIGH | PTE_PKEY, PTE_HIGH);
+        for bit in 52..59 {
+            let e = PTE_P | (1u64 << bit);
+            assert_eq!(rules().check(Level::L1, e), Ok(()), "bit {bit}");
+            for level in [Level::L2, Level::L3, Level::L4] {
+                assert_eq!(
+                    rules().check(level, e),
+                    Err(Error::DisallowedBits {
+                        level,
+                        entry: e,
+                        bits: 1 << bit
+                    })
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn protection_keys_are_rejected_everywhere() {
+        for bit in 59..63 {
             let e = PTE_P | (1u64 << bit);
             for level in Level::ALL {
                 assert_eq!(

@@ -80,7 +80,8 @@
 //! | PWT, PCD | only with [`Config::allow_cache_attrs`] | no | no | an uncached alias of RAM the host maps write-back risks memory-type conflicts (Xen allows them only to domains with devices) |
 //! | 7: PAT / PS | PAT: as PWT | PS: refused as [`Error::Superpage`] | reserved: no | see superpages below |
 //! | G | yes | no | no | meaningless in non-leaf entries |
-//! | 52–62 | no | no | no | software bits and protection keys stay the hypervisor's |
+//! | 52–58 | yes | no | no | software-available, ignored by the MMU; Linux keeps its saved dirty bit (58) in read-only leaf entries |
+//! | 59–62 | no | no | no | protection keys: they would take effect once the guest sets CR4.PKE |
 //! | 12–51 (frame) | a frame of the table | same | same | only the domain's own frames |
 //!
 //! [`Config::required_bits`] can demand bits in every present entry: on a
@@ -193,7 +194,7 @@ pub mod testing;
 pub use entry::{
     entry_frame, entry_gpa, is_present, Level, ENTRIES_PER_TABLE, L1_CACHE_ATTRS, PAGE_SHIFT,
     PAGE_SIZE, PTE_A, PTE_ADDR, PTE_AVAIL, PTE_D, PTE_G, PTE_HIGH, PTE_NX, PTE_P, PTE_PAT_PS,
-    PTE_PCD, PTE_PWT, PTE_RW, PTE_US,
+    PTE_PCD, PTE_PKEY, PTE_PWT, PTE_RW, PTE_SOFT_HIGH, PTE_US,
 };
 pub use error::{errno, Error, Reason};
 pub use frame::{FrameClass, FrameInfo, Gfn, PageType};

@@ -354,14 +354,14 @@ fn disallowed_bits_are_refused_per_level() {
     pin(&mut ft, &mut mem, Level::L1, 1).unwrap();
     pin(&mut ft, &mut mem, Level::L2, 2).unwrap();
     pin(&mut ft, &mut mem, Level::L4, 3).unwrap();
-    let e = pte(5, 1 << 52);
+    let e = pte(5, 1 << 59);
     refused!(
         &ft,
         update(&mut ft, &mut mem, 1, 0, e),
         Error::DisallowedBits {
             level: Level::L1,
             entry: e,
-            bits: 1 << 52
+            bits: 1 << 59
         },
         0,
     );
@@ -556,7 +556,7 @@ fn updates_of_frames_that_are_no_table_are_plain_writes() {
     let (mut ft, mut mem) = setup();
     // An untyped RAM frame: the value is stored as is, not validated (it
     // names a frame beyond the table and a reserved bit), no reference.
-    let odd = pte(NR + 5, 1 << 52);
+    let odd = pte(NR + 5, 1 << 60);
     update(&mut ft, &mut mem, 1, 0, odd).unwrap();
     assert_eq!(mem.entry(Gfn(1), 0), odd);
     assert_eq!(counts(&ft, 1), (PageType::None, 0, 0, false));

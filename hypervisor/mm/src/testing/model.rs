@@ -18,9 +18,11 @@ fn allowed_bits(level: Level, cache_attrs: bool) -> u64 {
     let bit = |n: u32| 1u64 << n;
     // P, RW, US, A, D, three available bits, NX.
     let common = bit(0) | bit(1) | bit(2) | bit(5) | bit(6) | bit(9) | bit(10) | bit(11) | bit(63);
+    // L1 also: G and the software-available bits 52..=58.
+    let l1 = common | bit(8) | (52..=58).map(bit).fold(0, |a, b| a | b);
     match level {
-        Level::L1 if cache_attrs => common | bit(8) | bit(3) | bit(4) | bit(7),
-        Level::L1 => common | bit(8),
+        Level::L1 if cache_attrs => l1 | bit(3) | bit(4) | bit(7),
+        Level::L1 => l1,
         Level::L2 | Level::L3 | Level::L4 => common,
     }
 }
