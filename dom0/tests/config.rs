@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use dom0::config::{
     parse_file, parse_file_with_overrides, parse_str, Action, ConfigError, DiskSpec, DomainSpec,
-    MacAddr, PagingMode, Settings, VifLink, VifSpec,
+    MacAddr, PagingMode, Settings, VifLink, VifSpec, ViolationPolicy,
 };
 
 const BASE: &str = "/etc/xen";
@@ -51,6 +51,7 @@ extra = 'console=hvc0 msg="hi"'
 on_poweroff = "destroy"; on_reboot = "preserve"
 on_crash = "restart"
 paging = "direct"
+paging_violation = "report"
 disk = [ 'file:/srv/web/root.img,xvda,w',
          '/srv/web/data.img,raw,xvdb,rw',
          "format=raw, vdev=vdc, access=ro, target=/srv/web/a,b.img",
@@ -114,6 +115,7 @@ vif = [
             },
         ],
         paging: PagingMode::Direct,
+        paging_violation: ViolationPolicy::Report,
     };
     assert_eq!(spec, want);
     // What the daemon stores and sends.
@@ -534,7 +536,24 @@ fn paging_mode() {
         err3("pagin = 'direct'"),
         "vm.cfg:3:1: unknown key 'pagin' (did you mean 'paging'?)"
     );
-    // Stored specs from before the key read as native.
+    assert_eq!(
+        parse(MIN).paging_violation,
+        ViolationPolicy::Kill,
+        "the default"
+    );
+    assert_eq!(
+        err3("paging_violation = 'reprot'"),
+        "vm.cfg:3:20: unknown paging_violation 'reprot' (expected report or kill) (did you mean 'report'?)"
+    );
+    // Stored specs from before the keys read as native and kill.
+    let mut json = serde_json::to_value(parse(MIN)).unwrap();
+    json.as_object_mut().unwrap().remove("paging_violation");
+    assert_eq!(
+        serde_json::from_value::<DomainSpec>(json)
+            .unwrap()
+            .paging_violation,
+        ViolationPolicy::Kill
+    );
     let mut json = serde_json::to_value(parse(MIN)).unwrap();
     json.as_object_mut().unwrap().remove("paging");
     assert_eq!(

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use dom0::config::{
     parse_str, Action, DiskSpec, DomainSpec, MacAddr, PagingMode, Settings, VifLink, VifSpec,
+    ViolationPolicy,
 };
 use proptest::prelude::*;
 
@@ -178,10 +179,11 @@ prop_compose! {
         disks in disks(),
         vifs in vifs(),
         paging in prop_oneof![Just(PagingMode::Native), Just(PagingMode::Direct)],
+        paging_violation in prop_oneof![Just(ViolationPolicy::Report), Just(ViolationPolicy::Kill)],
     ) -> DomainSpec {
         DomainSpec {
             name, memory_mib, maxmem_mib, vcpus, kernel, ramdisk, cmdline,
-            on_poweroff, on_reboot, on_crash, disks, vifs, paging,
+            on_poweroff, on_reboot, on_crash, disks, vifs, paging, paging_violation,
         }
     }
 }

@@ -50,6 +50,45 @@ pub struct DomainConfig {
     /// Whether the guest's page tables are put under validation (direct
     /// paging) or left to the guest (native, the default).
     pub paging: PagingMode,
+    /// What a detected direct-paging violation (a vCPU on a CR3 that is no
+    /// validated L4, or with CR0.WP clear) does in a direct-paging domain.
+    pub paging_violation: ViolationPolicy,
+}
+
+/// What a direct-paging violation does (see `hypervisor::pv::guard`).
+///
+/// The default is to kill: a domain that asked for direct paging and then
+/// runs on page tables the validator never saw has lost every guarantee
+/// the mode gives, and a loud end at the first exit that sees it points at
+/// the guest bug; `report` keeps it running (counted and logged once per
+/// kind), for bringing a guest up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViolationPolicy {
+    /// Count and log the violation; the domain runs on.
+    Report,
+    /// End the domain as crashed, with the violation as the reason.
+    #[default]
+    Kill,
+}
+
+impl ViolationPolicy {
+    /// Every policy.
+    pub const ALL: [ViolationPolicy; 2] = [ViolationPolicy::Report, ViolationPolicy::Kill];
+
+    /// The name used on the command line and in xl.cfg.
+    pub fn name(self) -> &'static str {
+        match self {
+            ViolationPolicy::Report => "report",
+            ViolationPolicy::Kill => "kill",
+        }
+    }
+}
+
+impl fmt::Display for ViolationPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// How a domain's page tables are managed.
@@ -275,6 +314,7 @@ mod tests {
             devices: Vec::new(),
             hide_pv_cpuid: false,
             paging: PagingMode::Native,
+            paging_violation: ViolationPolicy::Kill,
         }
     }
 
@@ -355,6 +395,10 @@ mod tests {
         for m in PagingMode::ALL {
             assert_eq!(m.to_string().parse(), Ok(m));
             assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{m}\""));
+        }
+        assert_eq!(ViolationPolicy::default(), ViolationPolicy::Kill);
+        for p in ViolationPolicy::ALL {
+            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{p}\""));
         }
     }
 }

@@ -532,7 +532,8 @@ impl Domain {
             pv_console = pv_console.with_irq(console_irq);
         }
         let memfd = ram.file().try_clone().map_err(|e| DomainError::Memory(crate::vstate::memory::MemoryError::Dup(e)))?;
-        let pv = Arc::new(PvDomain::new(
+        let paging_direct = config.paging == PagingMode::Direct;
+        let pv = PvDomain::new(
             ram.memory().clone(),
             memfd,
             ram.ranges().to_vec(),
@@ -551,16 +552,24 @@ impl Domain {
             Some(crate::pv::mmu::ShadowSync::new(vm.dup_fd().map_err(DomainError::EventFd)?, slot).map_err(DomainError::EventFd)?)
         } else {
             None
-        }));
-        let paging_direct = config.paging == PagingMode::Direct;
+        });
+        let pv = Arc::new(if paging_direct { pv.with_guard(config.paging_violation) } else { pv });
         if paging_direct && pv.frames.is_none() {
             return Err(DomainError::DirectPagingUnavailable(format!("no frame table for {} MiB of RAM", config.memory_mib)));
+        }
+        if paging_direct && !vm.can_sync_sregs() {
+            return Err(DomainError::DirectPagingUnavailable(
+                "the host's KVM cannot sync the special registers at exits (KVM_CAP_SYNC_REGS without KVM_SYNC_X86_SREGS), so CR3 and CR0.WP could not be checked".into(),
+            ));
         }
         let supported = vm.supported_cpuid()?;
         let mut vcpus = Vec::with_capacity(config.vcpus as usize);
         let mut stats = Vec::with_capacity(config.vcpus as usize);
         for index in 0..config.vcpus {
-            let vcpu = Vcpu::new(vm.fd(), index)?;
+            let mut vcpu = Vcpu::new(vm.fd(), index)?;
+            if paging_direct {
+                vcpu.sync_sregs();
+            }
             let entries = cpuid::build(
                 supported.as_slice(),
                 CpuidParams {
@@ -738,6 +747,21 @@ impl Domain {
             }
         }
         drop(tx);
+        // A vCPU that never exits to this process (a guest spinning in its
+        // kernel, or, on kvm_pvm, livelocked in page faults after clearing
+        // CR0.WP) would never be checked: kick every vCPU once a second, so
+        // the direct-paging checks see each at least that often.
+        let watch = self.pv.guard.as_ref().map(|_| {
+            let (pause, stop) = (self.pause.clone(), stop.clone());
+            std::thread::Builder::new().name("paging-watch".into()).spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    std::thread::park_timeout(PAGING_KICK);
+                    if !stop.load(Ordering::Acquire) {
+                        pause.kick_all();
+                    }
+                }
+            })
+        });
 
         let watch_emulation = self.backend == HostBackend::Pvm && !self.kind.pvm_aware();
         let stats0 = self.stats.first().and_then(Option::as_ref);
@@ -779,6 +803,10 @@ impl Domain {
         });
 
         stop.store(true, Ordering::Release);
+        if let Some(Ok(w)) = watch {
+            w.thread().unpark();
+            let _ = w.join();
+        }
         self.ended.store(true, Ordering::Release);
         self.pause.release();
         for t in &threads {
@@ -862,6 +890,10 @@ fn attach_virtio_devices(
 
 /// How often [`wait_for_end`] calls its tick.
 const TICK: Duration = Duration::from_secs(5);
+
+/// How often every vCPU of a direct-paging domain is kicked out of KVM_RUN
+/// so that its CR3 and CR0.WP are checked even if it makes no exit.
+const PAGING_KICK: Duration = Duration::from_secs(1);
 
 /// Waits for the event that ends the domain: an exit status, a crash, a
 /// power event, every vCPU halted, or the timeout; calls `tick` every

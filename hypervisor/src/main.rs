@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use hypervisor::backend;
-use hypervisor::config::{DomainConfig, PagingMode, VirtioDeviceConfig};
+use hypervisor::config::{DomainConfig, PagingMode, VirtioDeviceConfig, ViolationPolicy};
 use hypervisor::control::{take_inherited_socket, ControlChannel, ControlEvent};
 use hypervisor::domain::{ConsoleInput, Domain, DomainEnd, DomainError, RunOptions, RunReport, Stopper};
 use pvabi::cpuid::HostBackend;
@@ -98,6 +98,30 @@ struct RunArgs {
     /// tables under validation, and CR3 and CR0.WP are checked at exits).
     #[arg(long, value_enum, value_name = "MODE", default_value_t = PagingArg::Native)]
     paging: PagingArg,
+    /// What a detected direct-paging violation does (a vCPU on a CR3 that
+    /// is no validated L4, or with CR0.WP clear, seen at an exit): kill
+    /// ends the domain as crashed, report logs it once per kind and counts
+    /// it. Only with --paging direct.
+    #[arg(long, value_enum, value_name = "POLICY", default_value_t = ViolationArg::Kill)]
+    paging_violation: ViolationArg,
+}
+
+/// `--paging-violation`: [`ViolationPolicy`] by name.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ViolationArg {
+    /// Log once per kind and count; the domain runs on.
+    Report,
+    /// End the domain as crashed (the default).
+    Kill,
+}
+
+impl From<ViolationArg> for ViolationPolicy {
+    fn from(a: ViolationArg) -> ViolationPolicy {
+        match a {
+            ViolationArg::Report => ViolationPolicy::Report,
+            ViolationArg::Kill => ViolationPolicy::Kill,
+        }
+    }
 }
 
 /// `--paging`: [`PagingMode`] by name.
@@ -322,6 +346,7 @@ fn run(args: RunArgs) -> ExitCode {
         devices: args.devices,
         hide_pv_cpuid: args.hide_pv_cpuid,
         paging: args.paging.into(),
+        paging_violation: args.paging_violation.into(),
     };
     let timeout = match args.timeout {
         Some(t) if t.is_finite() && t > 0.0 && t < 1e9 => Some(Duration::from_secs_f64(t)),

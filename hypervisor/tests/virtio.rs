@@ -182,6 +182,7 @@ fn config(devices: Vec<VirtioDeviceConfig>) -> DomainConfig {
         devices,
         hide_pv_cpuid: false,
         paging: hypervisor::config::PagingMode::Native,
+        paging_violation: hypervisor::config::ViolationPolicy::Kill,
     }
 }
 

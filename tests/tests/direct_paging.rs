@@ -255,3 +255,105 @@ fn paging_direct_is_announced_only_in_direct_mode() {
         assert_eq!(r.code, Some(0), "{}", r.explain());
     }
 }
+
+// Detection where prevention is impossible (hypervisor/src/pv/guard.rs):
+// in direct-paging mode every exit of a vCPU that has loaded a validated
+// base pointer checks that CR3 is a validated L4 and CR0.WP is set.
+
+/// The reason a killed domain ends with.
+const CRASHED_CR3: &str = "the domain crashed: vCPU 0: direct paging violated: vCPU 0 runs on CR3 0x";
+const CRASHED_WP: &str = "the domain crashed: vCPU 0: direct paging violated: vCPU 0 runs with CR0.WP clear (CR0 0x";
+
+fn violations(r: &GuestRun) -> (u64, u64) {
+    let paging = counters(r, "direct paging:");
+    (paging.get("cr3_violations").copied().unwrap_or(0), paging.get("wp_violations").copied().unwrap_or(0))
+}
+
+#[test]
+fn a_native_cr3_load_kills_a_direct_paging_domain() {
+    require_kvm!();
+    // Kill is the default policy.
+    let r = run_testguest("workload=pv-paging-cr3-native", &["--stats", "--mem", "64", "--paging", "direct"]);
+    assert_ok_lines(&r, BUILD_LINES);
+    assert_eq!(r.code, Some(i32::from(pvabi::exit_status::EXIT_CODE_CRASHED)), "{}", r.explain());
+    assert!(r.messages.contains(CRASHED_CR3), "{}", r.explain());
+    assert!(r.messages.contains("which is not a validated L4 (the frame is a writable page; RIP 0x"), "{}", r.explain());
+    // Killed at the exit of the line after the load.
+    assert!(r.console.contains("testguest: paging: loading CR3 0x"), "{}", r.explain());
+    assert!(!r.console.contains("the vCPU runs on the unvalidated copy"), "{}", r.explain());
+    assert_eq!(violations(&r), (1, 0), "{}", r.explain());
+}
+
+#[test]
+fn a_native_cr3_load_is_reported_once_and_the_domain_runs_on() {
+    require_kvm!();
+    let r = run_testguest("workload=pv-paging-cr3-native", &["--stats", "--mem", "64", "--paging", "direct", "--paging-violation", "report"]);
+    assert_ok_lines(&r, &["testguest: paging: the vCPU runs on the unvalidated copy = cr3=0x", "testguest: paging: back on the validated L4 with a native mov cr3 = cr3=0x"]);
+    assert_all_passed(&r, "pv-paging-cr3-native", 12);
+    let reports = r.messages.matches("hypervisor: direct paging violated: vCPU 0 runs on CR3 0x").count();
+    assert_eq!(reports, 1, "reported once\n{}", r.explain());
+    // One episode, however many exits the vCPU made on the copy.
+    assert_eq!(violations(&r), (1, 0), "{}", r.explain());
+}
+
+#[test]
+fn nothing_is_checked_without_direct_paging_mode() {
+    require_kvm!();
+    for w in ["workload=pv-paging-cr3-native", "workload=pv-paging-wp-off"] {
+        let r = run_testguest(w, &["--stats", "--mem", "64"]);
+        assert_eq!(r.code, Some(0), "{w}\n{}", r.explain());
+        assert!(!r.messages.contains("direct paging violated"), "{w}\n{}", r.explain());
+        assert_eq!(violations(&r), (0, 0), "{w}\n{}", r.explain());
+    }
+}
+
+#[test]
+fn validated_use_of_direct_paging_is_no_violation() {
+    require_kvm!();
+    // Both switch base pointers, unpin, and (hostile) try every refused
+    // request: none of that may look like a violation.
+    let r = run_testguest("workload=pv-paging", &["--stats", "--mem", "64", "--paging", "direct"]);
+    assert_all_passed(&r, "pv-paging", 32);
+    assert!(!r.messages.contains("violated"), "{}", r.explain());
+    let r = run_testguest("workload=pv-paging-hostile", &["--stats", "--mem", HOSTILE_MEM_MIB, "--paging", "direct"]);
+    assert_all_passed(&r, "pv-paging-hostile", if host_is_pvm() { 48 } else { 47 });
+    assert!(!r.messages.contains("violated"), "{}", r.explain());
+    assert_eq!(violations(&r), (0, 0), "{}", r.explain());
+}
+
+#[test]
+fn clearing_cr0_wp_kills_a_direct_paging_domain() {
+    require_kvm!();
+    let r = run_testguest("workload=pv-paging-wp-off", &["--stats", "--mem", "64", "--paging", "direct", "--paging-violation", "kill"]);
+    assert_eq!(r.code, Some(i32::from(pvabi::exit_status::EXIT_CODE_CRASHED)), "{}", r.explain());
+    assert!(r.messages.contains(CRASHED_WP), "{}", r.explain());
+    assert!(!r.console.contains("CR0.WP is set again"), "{}", r.explain());
+    assert_eq!(violations(&r), (0, 1), "{}", r.explain());
+}
+
+#[test]
+fn clearing_cr0_wp_is_reported_and_on_hardware_the_store_lands() {
+    require_kvm!();
+    let r = run_testguest("workload=pv-paging-wp-off", &["--stats", "--mem", "64", "--paging", "direct", "--paging-violation", "report"]);
+    assert_all_passed(&r, "pv-paging-wp-off", 12);
+    if host_is_pvm() {
+        // The store would livelock the vCPU there (docs/pv-abi.md).
+        assert_ok_lines(&r, &["testguest: paging: with CR0.WP clear a store into the read-only mapping of a pinned L1 = skipped on kvm_pvm"]);
+    } else {
+        assert_ok_lines(&r, &["testguest: paging: with CR0.WP clear a store into the read-only mapping of a pinned L1 lands = no fault (stored)"]);
+    }
+    assert_eq!(r.messages.matches("hypervisor: direct paging violated: vCPU 0 runs with CR0.WP clear").count(), 1, "{}", r.explain());
+    assert_eq!(violations(&r), (0, 1), "{}", r.explain());
+}
+
+#[test]
+fn a_vcpu_that_never_exits_is_still_checked() {
+    require_kvm!();
+    // The guest clears WP and spins without an exit: the once-a-second
+    // kick of direct-paging vCPUs finds it.
+    let started = std::time::Instant::now();
+    let r = run_testguest("workload=pv-paging-wp-spin", &["--stats", "--mem", "64", "--paging", "direct", "--timeout", "20"]);
+    assert_eq!(r.code, Some(i32::from(pvabi::exit_status::EXIT_CODE_CRASHED)), "killed, not timed out\n{}", r.explain());
+    assert!(r.messages.contains(CRASHED_WP), "{}", r.explain());
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "{:?}\n{}", started.elapsed(), r.explain());
+}

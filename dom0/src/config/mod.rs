@@ -23,7 +23,7 @@ mod vif;
 use std::path::{Path, PathBuf};
 
 pub use error::ConfigError;
-pub use spec::{Action, DiskSpec, DomainSpec, MacAddr, PagingMode, VifLink, VifSpec};
+pub use spec::{Action, DiskSpec, DomainSpec, MacAddr, PagingMode, VifLink, VifSpec, ViolationPolicy};
 
 use error::{show, DResult, Diag, Pos};
 use lexer::StrLit;
@@ -60,6 +60,7 @@ const KEYS: &[&str] = &[
     "disk",
     "vif",
     "paging",
+    "paging_violation",
 ];
 
 /// xl.cfg keys that dom0 does not implement: named as such rather than as
@@ -522,6 +523,7 @@ impl Settings {
             disks: r.disks.into_iter().map(|(d, _)| d).collect(),
             vifs,
             paging: r.paging.unwrap_or_default(),
+            paging_violation: r.paging_violation.unwrap_or_default(),
         })
     }
 
@@ -577,6 +579,10 @@ impl Settings {
             "paging" => {
                 let modes = PagingMode::ALL.map(|m| (m.name(), m));
                 r.paging = Some(choice(e, &modes)?);
+            }
+            "paging_violation" => {
+                let policies = ViolationPolicy::ALL.map(|p| (p.name(), p));
+                r.paging_violation = Some(choice(e, &policies)?);
             }
             "disk" => {
                 for item in expect_list(
@@ -744,6 +750,7 @@ struct Resolved<'a> {
     on_reboot: Option<Action>,
     on_crash: Option<Action>,
     paging: Option<PagingMode>,
+    paging_violation: Option<ViolationPolicy>,
     /// With the position of the vdev, for duplicate messages.
     disks: Vec<(DiskSpec, Pos)>,
     /// With the position of the specification string.

@@ -58,6 +58,7 @@ impl DomainSpec {
         line("on_reboot", quote(self.on_reboot.as_str()));
         line("on_crash", quote(self.on_crash.as_str()));
         line("paging", quote(self.paging.name()));
+        line("paging_violation", quote(self.paging_violation.name()));
         if !self.disks.is_empty() {
             let mut list = String::from("[\n");
             for d in &self.disks {

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::show;
-pub use hypervisor::config::PagingMode;
+pub use hypervisor::config::{PagingMode, ViolationPolicy};
 
 /// A validated domain configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +44,10 @@ pub struct DomainSpec {
     /// before the key existed read as `native`.
     #[serde(default)]
     pub paging: PagingMode,
+    /// What a detected direct-paging violation does (`paging_violation`);
+    /// specs stored before the key existed read as `kill`.
+    #[serde(default)]
+    pub paging_violation: ViolationPolicy,
 }
 
 /// What dom0 does when a domain shuts down for a given reason (xl's

@@ -257,7 +257,9 @@ impl Daemon {
             .arg("--console-fd")
             .arg(CHILD_CONSOLE_FD.to_string())
             .arg("--paging")
-            .arg(spec.paging.name());
+            .arg(spec.paging.name())
+            .arg("--paging-violation")
+            .arg(spec.paging_violation.name());
         if let Some(r) = &spec.ramdisk {
             cmd.arg("--initrd").arg(r);
         }

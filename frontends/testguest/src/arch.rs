@@ -80,6 +80,29 @@ pub fn read_cr2() -> u64 {
     value
 }
 
+/// Reads CR0.
+pub fn read_cr0() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR0 has no side effects; the guest runs at CPL 0.
+    unsafe { asm!("mov {}, cr0", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Writes CR0.
+///
+/// # Safety
+/// `value` must keep paging and protected mode on (PG, PE) and be a
+/// value the CPU accepts; clearing WP lets supervisor code write through
+/// read-only mappings.
+pub unsafe fn write_cr0(value: u64) {
+    // SAFETY: see above; the `memory` clobber (no `nomem`) keeps stores
+    // on the right side of the change.
+    unsafe { asm!("mov cr0, {}", in(reg) value, options(nostack, preserves_flags)) };
+}
+
+/// CR0.WP: supervisor writes honour read-only mappings.
+pub const CR0_WP: u64 = 1 << 16;
+
 /// Reads CR3: the physical address of the current top-level page table
 /// (plus flag bits, zero in this guest).
 pub fn read_cr3() -> u64 {

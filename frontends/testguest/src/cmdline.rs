@@ -32,6 +32,9 @@ pub enum Workload {
     PvCrash,
     PvPaging,
     PvPagingHostile,
+    PvPagingCr3Native,
+    PvPagingWpOff,
+    PvPagingWpSpin,
     VirtioProbe,
     VirtioBlk,
     VirtioNet,
@@ -45,7 +48,7 @@ pub enum Workload {
 }
 
 impl Workload {
-    const ALL: [(&'static str, Workload); 26] = [
+    const ALL: [(&'static str, Workload); 29] = [
         ("banner", Workload::Banner),
         ("compute", Workload::Compute),
         ("triple-fault", Workload::TripleFault),
@@ -62,6 +65,9 @@ impl Workload {
         ("pv-crash", Workload::PvCrash),
         ("pv-paging", Workload::PvPaging),
         ("pv-paging-hostile", Workload::PvPagingHostile),
+        ("pv-paging-cr3-native", Workload::PvPagingCr3Native),
+        ("pv-paging-wp-off", Workload::PvPagingWpOff),
+        ("pv-paging-wp-spin", Workload::PvPagingWpSpin),
         ("virtio-probe", Workload::VirtioProbe),
         ("virtio-blk", Workload::VirtioBlk),
         ("virtio-net", Workload::VirtioNet),

@@ -909,6 +909,101 @@ fn stale_mapping_check(checks: &mut Checks, hc: Hypercalls, space: &Space) {
     }
 }
 
+/// `pv-paging-cr3-native`: after `NEW_BASEPTR`, a native `mov cr3` to a
+/// copy of the L4 in a writable data page, which the validator never saw
+/// (its entries are the validated L4's, so the guest keeps running). The
+/// line printed next is an exit, where a direct-paging hypervisor sees the
+/// CR3: with `--paging-violation kill` the domain ends there; with
+/// `report` the guest checks that it ran on the copy and goes back,
+/// natively too, to the validated L4 (allowed: it is pinned). Without
+/// `--paging direct` nothing is checked and the workload passes as well.
+pub fn cr3_native() -> ! {
+    let mut checks = Checks::with_topic("paging", "pv-paging-cr3-native");
+    let (hc, host_pvm) = start(&mut checks);
+    let Some(space) = build_and_switch(&mut checks, hc, host_pvm) else { checks.finish() };
+    let copy = frames().data[1];
+    for i in 0..512 {
+        // SAFETY: data page 1 is writable in the new identity map and used
+        // by nothing else in this workload; the index stays in the page.
+        unsafe { core::ptr::write_volatile((copy + 8 * i as u64) as *mut u64, read_entry(space.l4, i)) };
+    }
+    crate::println!("testguest: paging: loading CR3 {copy:#x}, an unvalidated copy of the L4, with a native mov cr3");
+    // SAFETY: the copy maps exactly what the validated L4 maps.
+    unsafe { arch::write_cr3(copy) };
+    let cr3 = arch::read_cr3() & PTE_ADDRESS_MASK;
+    checks.verdict("the vCPU runs on the unvalidated copy", cr3 == copy, format_args!("cr3={copy:#x}"), format_args!("cr3={cr3:#x}"));
+    let l4 = space.l4 << 12;
+    // SAFETY: the validated L4, which maps everything in use.
+    unsafe { arch::write_cr3(l4) };
+    let cr3 = arch::read_cr3() & PTE_ADDRESS_MASK;
+    checks.verdict("back on the validated L4 with a native mov cr3", cr3 == l4, format_args!("cr3={l4:#x}"), format_args!("cr3={cr3:#x}"));
+    checks.finish()
+}
+
+/// `pv-paging-wp-off`: after `NEW_BASEPTR`, clears CR0.WP and prints a
+/// line (an exit, where a direct-paging hypervisor sees WP clear: with
+/// `--paging-violation kill` the domain ends there); then stores a present
+/// entry (data page 0, read-only) into entry 5 of the pinned window L1
+/// through its read-only mapping, behind the validator's back, and sets WP
+/// again. The table then holds an entry the frame table never counted,
+/// which an audit finds. On kvm_pvm the store is not made: there the guest
+/// kernel runs at CPL 3 and such a store livelocks the vCPU in KVM's
+/// shadow MMU (measured: hundreds of thousands of spurious page faults a
+/// second, no exit), so it cannot land.
+pub fn wp_off() -> ! {
+    let mut checks = Checks::with_topic("paging", "pv-paging-wp-off");
+    let (hc, host_pvm) = start(&mut checks);
+    let Some(space) = build_and_switch(&mut checks, hc, host_pvm) else { checks.finish() };
+    let target = entry_address(space.window_l1, 5);
+    let value = space.read_only(frames().data[0]);
+    let cr0 = arch::read_cr0();
+    // SAFETY: only WP changes; paging stays on.
+    unsafe { arch::write_cr0(cr0 & !arch::CR0_WP) };
+    crate::println!("testguest: paging: CR0.WP is clear (CR0 {:#x})", arch::read_cr0());
+    let stored = if host_pvm {
+        None
+    } else {
+        // SAFETY: the entry is unused by the guest (window page 5); the
+        // store is caught if it faults.
+        Some(unsafe { traps::try_write_u64(target, value) })
+    };
+    // SAFETY: the value it had.
+    unsafe { arch::write_cr0(cr0) };
+    let entry = read_entry(space.window_l1, 5);
+    match stored {
+        None => checks.verdict("with CR0.WP clear a store into the read-only mapping of a pinned L1", true, "skipped on kvm_pvm", "skipped on kvm_pvm"),
+        Some(stored) => {
+            let landed = stored.is_ok() && entry == value;
+            checks.verdict(
+                "with CR0.WP clear a store into the read-only mapping of a pinned L1 lands",
+                landed,
+                format_args!("entry {value:#x}"),
+                format_args!("{} (entry {entry:#x})", Fault(stored.map(|()| "stored"))),
+            )
+        }
+    }
+    let wp = arch::read_cr0() & arch::CR0_WP != 0;
+    checks.verdict("CR0.WP is set again", wp, "set", if wp { "set" } else { "clear" });
+    checks.finish()
+}
+
+/// `pv-paging-wp-spin`: after `NEW_BASEPTR`, prints a line, clears CR0.WP
+/// and spins without ever exiting: only the hypervisor's periodic kick of
+/// direct-paging vCPUs can see it (it never ends by itself; run it with
+/// `--paging-violation kill` or a timeout).
+pub fn wp_spin() -> ! {
+    let mut checks = Checks::with_topic("paging", "pv-paging-wp-spin");
+    let (hc, host_pvm) = start(&mut checks);
+    let Some(_space) = build_and_switch(&mut checks, hc, host_pvm) else { checks.finish() };
+    crate::println!("testguest: paging: clearing CR0.WP and spinning without exits");
+    let cr0 = arch::read_cr0();
+    // SAFETY: only WP changes; paging stays on.
+    unsafe { arch::write_cr0(cr0 & !arch::CR0_WP) };
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
 /// Requests per call of `pv-paging-bench` (Xen's batches of 512: one L1
 /// table rewritten per call).
 pub const BENCH_BATCH: usize = 512;

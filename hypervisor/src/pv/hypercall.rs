@@ -341,6 +341,16 @@ fn paging(ctx: &mut CallContext<'_>, nr: u32, args: [u64; 5]) -> Outcome {
         let mut mem = mmu::GuestTables::new(pv.memory(), &mut flush_all);
         if nr == MMU_UPDATE { table.mmu_update_in_guest(&mut mem, list, count) } else { table.mmuext_op_in_guest(&mut mem, vcpu, list, count) }
     };
+    if let Some(guard) = &pv.guard {
+        // Under the lock, so that no vCPU caches a CR3 check against the
+        // old generation with the new state.
+        if out.done > 0 {
+            guard.table_changed();
+        }
+        if out.effects.new_base.is_some() {
+            guard.enter(vcpu);
+        }
+    }
     drop(table);
     let e = out.effects;
     // A shadow MMU never saw our writes to the guest's tables: make it

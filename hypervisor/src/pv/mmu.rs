@@ -161,6 +161,11 @@ impl TlbShootdown {
         }
     }
 
+    /// The number of vCPUs.
+    pub fn vcpus(&self) -> usize {
+        self.acked.len()
+    }
+
     /// The thread of vCPU `index`, for kicks.
     pub fn register_thread(&self, index: usize, thread: libc::pthread_t) {
         if let Some(t) = self.threads.lock().unwrap_or_else(|p| p.into_inner()).get_mut(index) {

@@ -8,6 +8,7 @@
 //! guest memory and the domain's PV state, tested without /dev/kvm.
 
 pub mod console;
+pub mod guard;
 pub mod hypercall;
 pub mod mmu;
 
@@ -122,6 +123,8 @@ pub struct PvDomain {
     pub console: PvConsole,
     /// Hypercall counters.
     pub counters: HypercallCounters,
+    /// The CR3 and CR0.WP checks, in direct-paging mode.
+    pub guard: Option<guard::PagingGuard>,
 }
 
 /// Why an MSR write was refused (the guest gets #GP).
@@ -162,7 +165,14 @@ impl PvDomain {
             shadow: None,
             console,
             counters: HypercallCounters::default(),
+            guard: None,
         }
+    }
+
+    /// Checks the vCPUs' CR3 and CR0.WP (direct-paging mode) with `policy`.
+    pub fn with_guard(mut self, policy: guard::ViolationPolicy) -> PvDomain {
+        self.guard = Some(guard::PagingGuard::new(self.shootdown.vcpus(), policy));
+        self
     }
 
     /// Uses `shadow` to resync a shadow-paging KVM after page-table writes.
@@ -174,7 +184,14 @@ impl PvDomain {
     /// Changes the class of frame `gfn` in the frame table, if there is one.
     pub fn set_frame_class(&self, gfn: u64, class: FrameClass) -> Result<(), pvmm::Error> {
         match &self.frames {
-            Some(t) => t.lock().unwrap_or_else(|p| p.into_inner()).set_frame_class(Gfn(gfn), class),
+            Some(t) => {
+                let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
+                let r = t.set_frame_class(Gfn(gfn), class);
+                if let Some(g) = &self.guard {
+                    g.table_changed();
+                }
+                r
+            }
             None => Ok(()),
         }
     }
@@ -194,6 +211,11 @@ impl PvDomain {
             ("retype_flushes".to_string(), s.retype_flushes),
         ];
         v.extend(s.rejections().filter(|(_, n)| *n > 0).map(|(r, n)| (format!("rejected_{}", r.name()), n)));
+        if let Some(g) = &self.guard {
+            let (cr3, wp) = g.counts();
+            v.push(("cr3_violations".to_string(), cr3));
+            v.push(("wp_violations".to_string(), wp));
+        }
         v
     }
 

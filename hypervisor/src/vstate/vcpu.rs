@@ -20,6 +20,7 @@ use super::regs::RegisterDump;
 use crate::boot::{self, EntryState};
 use crate::devices::{Bus, BusRequest};
 use crate::pv::hypercall::{self, Balloon, CallContext, Effect, VcpuControl};
+use crate::pv::guard::{ViolationPolicy, VcpuGuard};
 use crate::pv::PvDomain;
 
 /// A vCPU could not be created or set up.
@@ -79,6 +80,9 @@ pub enum CrashKind {
     },
     /// KVM_RUN itself failed.
     RunFailed(String),
+    /// A direct-paging domain ran on page tables the validator never saw
+    /// (`--paging-violation kill`); the text says how.
+    PagingViolation(String),
     /// An exit the hypervisor does not handle.
     UnexpectedExit(String),
 }
@@ -111,6 +115,7 @@ impl fmt::Display for CrashKind {
                 if *write { "wrote" } else { "read" }
             ),
             CrashKind::RunFailed(e) => write!(f, "KVM_RUN failed: {e}"),
+            CrashKind::PagingViolation(v) => f.write_str(v),
             CrashKind::UnexpectedExit(e) => write!(f, "the vCPU stopped with an exit the hypervisor does not handle: {e}"),
         }
     }
@@ -268,7 +273,7 @@ impl PauseGate {
     }
 
     /// Kicks every vCPU thread out of KVM_RUN.
-    fn kick_all(&self) {
+    pub fn kick_all(&self) {
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() };
         for tid in self.thread_ids() {
@@ -372,6 +377,8 @@ pub struct Vcpu {
     index: u32,
     fd: VcpuFd,
     counters: Arc<VcpuCounters>,
+    /// The CR3 / CR0.WP check state (direct-paging domains).
+    guard: VcpuGuard,
 }
 
 thread_local! {
@@ -428,7 +435,17 @@ impl Vcpu {
         // Hypercall arguments are read, and results written, through the
         // registers KVM mirrors into kvm_run at every exit (no extra ioctls).
         fd.set_sync_valid_reg(SyncReg::Register);
-        Ok(Vcpu { index, fd, counters: Arc::new(VcpuCounters::default()) })
+        Ok(Vcpu { index, fd, counters: Arc::new(VcpuCounters::default()), guard: VcpuGuard::default() })
+    }
+
+    /// Has KVM mirror CR0, CR3 and CR4 (all of kvm_sregs) into kvm_run at
+    /// every exit, for the direct-paging checks. KVM only copies them out
+    /// (`kvm_valid_regs`); they go back in only when marked dirty, which
+    /// this process never does, so the KVM_SET_SREGS of a base-pointer
+    /// switch or a TLB flush stays in force and the mirror shows it from
+    /// the next exit on.
+    pub fn sync_sregs(&mut self) {
+        self.fd.set_sync_valid_reg(SyncReg::SystemRegister);
     }
 
     /// This vCPU's index.
@@ -634,6 +651,11 @@ impl Vcpu {
                 }
                 Err(e) => Next::End(VcpuEnd::Crashed(Crash { vcpu: self.index, kind: CrashKind::RunFailed(e.to_string()), registers: None })),
             };
+            // The state at this exit, before handling it can change the
+            // frame table or the registers.
+            if let Some(end) = self.check_paging(shared) {
+                return end;
+            }
             match next {
                 Next::Continue => {}
                 Next::Io => {
@@ -655,6 +677,28 @@ impl Vcpu {
                 Next::End(VcpuEnd::Crashed(c)) => return self.crash(c.kind),
                 Next::End(end) => return end,
             }
+        }
+    }
+
+    /// The direct-paging checks of one exit (see `crate::pv::guard`), on
+    /// the registers KVM synced: a violation is counted, the first of its
+    /// kind reported, and with the kill policy the domain ends.
+    fn check_paging(&mut self, shared: &VcpuShared) -> Option<VcpuEnd> {
+        let guard = shared.pv.guard.as_ref()?;
+        let index = self.index as usize;
+        if !guard.entered(index) {
+            return None;
+        }
+        let sync = self.fd.sync_regs();
+        let (cr0, cr3, rip) = (sync.sregs.cr0, sync.sregs.cr3, sync.regs.rip);
+        let frames = shared.pv.frames.as_ref()?;
+        let out = self.guard.check(guard, index, cr0, cr3, rip, |gfn| frames.lock().unwrap_or_else(|p| p.into_inner()).frame(gfn));
+        for v in &out.first_of_kind {
+            eprintln!("hypervisor: {v}");
+        }
+        match (guard.policy(), out.new.first()) {
+            (ViolationPolicy::Kill, Some(v)) => Some(self.crash(CrashKind::PagingViolation(v.to_string()))),
+            _ => None,
         }
     }
 

@@ -102,6 +102,14 @@ impl Vm {
         Ok(Vm { kvm, fd })
     }
 
+    /// Whether KVM can mirror the special registers (CR0, CR3, CR4…) into
+    /// kvm_run at every exit (KVM_CAP_SYNC_REGS with KVM_SYNC_X86_SREGS),
+    /// which the direct-paging checks need.
+    pub fn can_sync_sregs(&self) -> bool {
+        let fields = self.kvm.check_extension_int(Cap::SyncRegs);
+        fields > 0 && fields as u32 & kvm_bindings::KVM_SYNC_X86_SREGS != 0
+    }
+
     /// The VM file descriptor.
     pub fn fd(&self) -> &VmFd {
         &self.fd
