@@ -94,6 +94,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Audit a direct-paging domain: with its vCPUs paused, recompute every page-table
+    /// count from live memory and walk each vCPU's address space from its CR3. Exits
+    /// with status 1 if anything was found.
+    Audit {
+        /// Name or ID.
+        domain: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Per-domain vCPU time, memory, exits/s and I/O requests/s, refreshed like xentop.
     Top {
         /// Seconds between refreshes.
@@ -186,6 +196,18 @@ fn command(paths: &Paths, cmd: Cmd) -> Result<(), ClientError> {
                     println!("{}", serde_json::to_string_pretty(&host).expect("serializes"));
                 } else {
                     print!("{}", render_info(&host));
+                }
+            }
+        }
+        Cmd::Audit { domain, json } => {
+            if let Reply::Audit { name, report } = client::request(paths, &Request::Audit { domain })? {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report).expect("serializes"));
+                } else {
+                    println!("domain {name}: paging audit {report}");
+                }
+                if !report.clean {
+                    return Err(ClientError::Refused(format!("the paging audit of domain {name} found {} problem(s)", report.total_findings)));
                 }
             }
         }

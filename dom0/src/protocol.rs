@@ -85,6 +85,12 @@ pub enum Request {
     Info,
     /// Per-domain resource use and rates since the previous `Top`.
     Top,
+    /// Audit a direct-paging domain's page tables (its vCPUs paused
+    /// meanwhile).
+    Audit {
+        /// Name or numeric ID.
+        domain: String,
+    },
 }
 
 /// The daemon's answer.
@@ -133,6 +139,13 @@ pub enum Reply {
     Top {
         /// One entry per domain.
         domains: Vec<DomainTop>,
+    },
+    /// The result of an audit.
+    Audit {
+        /// The domain's name.
+        name: String,
+        /// What the hypervisor found.
+        report: hypervisor::pv::audit::AuditReport,
     },
     /// Console attached: raw bytes follow.
     ConsoleAttached {

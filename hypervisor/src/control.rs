@@ -10,7 +10,8 @@
 //!   it exits, whatever the reason (a domain that could not be built ends
 //!   with reason `error`).
 //! - `pause` is answered with `paused` once every vCPU has stopped
-//!   running guest code, `unpause` with `unpaused`, `stats` with `stats`.
+//!   running guest code, `unpause` with `unpaused`, `stats` with `stats`,
+//!   `audit` with `audit` (the direct-paging audit, vCPUs paused meanwhile).
 //! - `shutdown` presses the guest's power button (ACPI Generic Event
 //!   Device); a guest that honours it powers off and the hypervisor sends
 //!   `ended` with reason `poweroff`. `reboot` presses the same button and
@@ -18,7 +19,7 @@
 //!   `reboot requested`, and dom0 starts the domain again. Neither has a
 //!   reply of its own; a guest that ignores the button keeps running (dom0
 //!   decides how long to wait before it kills the process).
-//! - Every `pause`, `unpause` and `stats` gets exactly one reply, in the
+//! - Every `pause`, `unpause`, `stats` and `audit` gets exactly one reply, in the
 //!   order of the requests: the event above, or `error` if it cannot be
 //!   carried out (the domain has ended, or a vCPU did not stop within
 //!   10 s). `shutdown` and `reboot` never get one. A line that is not a
@@ -53,6 +54,10 @@ pub enum ControlRequest {
     Reboot,
     /// Answered with [`ControlEvent::Stats`].
     Stats,
+    /// Audit the direct-paging state with the vCPUs paused (and resumed
+    /// after, unless they were paused); answered with
+    /// [`ControlEvent::Audit`].
+    Audit,
 }
 
 /// Counters of a running domain.
@@ -89,6 +94,8 @@ pub enum ControlEvent {
     Unpaused,
     /// The answer to [`ControlRequest::Stats`].
     Stats(DomainStats),
+    /// The answer to [`ControlRequest::Audit`].
+    Audit(crate::pv::audit::AuditReport),
     /// The domain ended; the process exits with `exit_code` right after.
     Ended {
         /// `poweroff`, `reboot`, `crash`, `guest-exit`, `timeout`, `stopped`
@@ -288,6 +295,10 @@ impl ControlChannel {
             ControlRequest::Pause => domain.pause().map(|()| ControlEvent::Paused),
             ControlRequest::Unpause => domain.unpause().map(|()| ControlEvent::Unpaused),
             ControlRequest::Stats => Ok(ControlEvent::Stats(domain.stats())),
+            ControlRequest::Audit => domain.audit().map(|r| {
+                eprintln!("hypervisor: paging audit (asked by dom0): {r}");
+                ControlEvent::Audit(r)
+            }),
             ControlRequest::Shutdown | ControlRequest::Reboot => unreachable!("handled above"),
         };
         Some(result.unwrap_or_else(|e| ControlEvent::Error { message: e.to_string() }))
@@ -313,6 +324,11 @@ mod tests {
         let ended = ControlEvent::Ended { reason: "poweroff".into(), exit_code: 0, detail: "reboot requested".into() };
         assert_eq!(serde_json::to_string(&ended).unwrap(), r#"{"type":"ended","reason":"poweroff","exit_code":0,"detail":"reboot requested"}"#);
         assert_eq!(serde_json::to_string(&ControlEvent::Error { message: "m".into() }).unwrap(), r#"{"type":"error","message":"m"}"#);
+        assert_eq!(serde_json::from_str::<ControlRequest>(r#"{"type":"audit"}"#).unwrap(), ControlRequest::Audit);
+        let audit = ControlEvent::Audit(crate::pv::audit::AuditReport { clean: true, walked: vec![(0, 0x1000)], tables: 4, findings: vec![], total_findings: 0 });
+        let json = serde_json::to_string(&audit).unwrap();
+        assert_eq!(json, r#"{"type":"audit","clean":true,"walked":[[0,4096]],"tables":4,"findings":[],"total_findings":0}"#);
+        assert_eq!(serde_json::from_str::<ControlEvent>(&json).unwrap(), audit);
     }
 
     fn read_event(r: &mut BufReader<UnixStream>) -> ControlEvent {

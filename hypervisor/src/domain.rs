@@ -31,6 +31,7 @@ use crate::devices::cmos::Cmos;
 use crate::devices::i8042::I8042;
 use crate::devices::serial::ConsoleTail;
 use crate::pv::hypercall::Balloon;
+use crate::pv::audit::{self, AuditReport};
 use crate::pv::{PvConsole, PvDomain};
 use crate::config::{ConfigError, DomainConfig, PagingMode};
 use crate::cpuid::{self, CpuidParams};
@@ -238,6 +239,8 @@ pub struct RunReport {
     pub hypercalls: Vec<(String, u64)>,
     /// Direct-paging counters (validated updates, rejections by reason).
     pub paging: Vec<(String, u64)>,
+    /// The audit at the end, with `--paging-audit`.
+    pub audit: Option<AuditReport>,
     /// Wall time from the first KVM_RUN to the end.
     pub elapsed: Duration,
 }
@@ -247,6 +250,10 @@ pub struct RunReport {
 pub struct RunOptions {
     /// Stop the domain after this long.
     pub timeout: Option<Duration>,
+    /// Run a paging audit at the end (`--paging-audit`).
+    pub paging_audit: bool,
+    /// And every so often while the domain runs.
+    pub paging_audit_interval: Option<Duration>,
 }
 
 /// Feeds console input to a domain.
@@ -331,6 +338,7 @@ pub const PAUSE_PATIENCE: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct DomainControl {
     pause: Arc<PauseGate>,
+    pv: Arc<PvDomain>,
     ged: Arc<Mutex<Ged>>,
     stats: Arc<Vec<Option<StatsFd>>>,
     vcpus: u32,
@@ -390,6 +398,13 @@ impl DomainControl {
         self.reboot_requested.load(Ordering::Acquire)
     }
 
+    /// Runs a paging audit (see [`crate::pv::audit`]) with the vCPUs
+    /// paused, and resumes them unless they were paused already.
+    pub fn audit(&self) -> Result<AuditReport, ControlError> {
+        self.check_running()?;
+        audit_paused(&self.pause, &self.pv)
+    }
+
     /// Current statistics.
     pub fn stats(&self) -> DomainStats {
         let vcpu_time_ns = self.pause.thread_ids().into_iter().filter_map(vcpu::thread_cpu_time_ns).sum();
@@ -402,6 +417,25 @@ impl DomainControl {
             .sum();
         DomainStats { vcpus: self.vcpus, vcpu_time_ns, exits, memory_bytes: self.memory_bytes, rss_bytes: rss_bytes().unwrap_or(0) }
     }
+}
+
+/// Pauses the vCPUs (unless they are paused), audits the domain with the
+/// CR3 of every vCPU that has entered direct paging, and resumes them.
+fn audit_paused(pause: &PauseGate, pv: &PvDomain) -> Result<AuditReport, ControlError> {
+    let was_paused = pause.is_paused();
+    if !was_paused && !pause.pause(PAUSE_PATIENCE) {
+        pause.resume();
+        return Err(ControlError::PauseTimeout(PAUSE_PATIENCE));
+    }
+    let cr3s: Vec<(usize, u64)> = match &pv.guard {
+        Some(g) => (0..pv.shootdown.vcpus()).filter(|&i| g.entered(i)).map(|i| (i, pause.parked_cr3(i))).filter(|(_, cr3)| *cr3 != vcpu::NO_CR3).collect(),
+        None => Vec::new(),
+    };
+    let report = audit::audit(pv, &cr3s);
+    if !was_paused {
+        pause.resume();
+    }
+    Ok(report)
 }
 
 /// This process's resident set (guest RAM it touched included).
@@ -642,6 +676,7 @@ impl Domain {
     pub fn control(&self) -> DomainControl {
         DomainControl {
             pause: self.pause.clone(),
+            pv: self.pv.clone(),
             ged: self.ged.clone(),
             stats: self.stats.clone(),
             vcpus: self.config.vcpus,
@@ -751,13 +786,27 @@ impl Domain {
         // kernel, or, on kvm_pvm, livelocked in page faults after clearing
         // CR0.WP) would never be checked: kick every vCPU once a second, so
         // the direct-paging checks see each at least that often.
+        // The same thread runs the periodic audits.
         let watch = self.pv.guard.as_ref().map(|_| {
-            let (pause, stop) = (self.pause.clone(), stop.clone());
+            let (pause, stop, pv) = (self.pause.clone(), stop.clone(), self.pv.clone());
+            let interval = options.paging_audit_interval.filter(|_| options.paging_audit);
             std::thread::Builder::new().name("paging-watch".into()).spawn(move || {
+                let mut next_audit = interval.map(|i| Instant::now() + i);
+                let nap = interval.map_or(PAGING_KICK, |i| i.min(PAGING_KICK));
                 while !stop.load(Ordering::Acquire) {
-                    std::thread::park_timeout(PAGING_KICK);
-                    if !stop.load(Ordering::Acquire) {
-                        pause.kick_all();
+                    std::thread::park_timeout(nap);
+                    if stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    pause.kick_all();
+                    if let (Some(at), Some(i)) = (next_audit, interval) {
+                        if Instant::now() >= at {
+                            match audit_paused(&pause, &pv) {
+                                Ok(r) => eprintln!("hypervisor: paging audit: {r}"),
+                                Err(e) => eprintln!("hypervisor: paging audit not run: {e}"),
+                            }
+                            next_audit = Some(Instant::now() + i);
+                        }
                     }
                 }
             })
@@ -825,6 +874,14 @@ impl Domain {
         if let Some(e) = spawn_error {
             return Err(e);
         }
+        // Every vCPU has stopped: their registers can be read from here.
+        let audit = options.paging_audit.then(|| {
+            let cr3s: Vec<(usize, u64)> = match &self.pv.guard {
+                Some(g) => self.vcpus.iter().filter(|v| g.entered(v.index() as usize)).filter_map(|v| Some((v.index() as usize, v.cr3()?))).collect(),
+                None => Vec::new(),
+            };
+            audit::audit(&self.pv, &cr3s)
+        });
         let vcpus = self
             .stats
             .iter()
@@ -841,6 +898,7 @@ impl Domain {
             vcpus,
             hypercalls: self.pv.counters.snapshot(),
             paging: self.pv.paging_stats(),
+            audit,
             elapsed,
         })
     }

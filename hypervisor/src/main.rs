@@ -104,6 +104,15 @@ struct RunArgs {
     /// it. Only with --paging direct.
     #[arg(long, value_enum, value_name = "POLICY", default_value_t = ViolationArg::Kill)]
     paging_violation: ViolationArg,
+    /// Audit the direct-paging state at the end of the run (and every
+    /// --paging-audit-interval seconds): with the vCPUs stopped, recompute
+    /// every count of the frame table from live memory and walk each
+    /// vCPU's address space from its CR3. Needs --paging direct.
+    #[arg(long)]
+    paging_audit: bool,
+    /// Also audit every this many seconds while the domain runs.
+    #[arg(long, value_name = "SECONDS", requires = "paging_audit")]
+    paging_audit_interval: Option<f64>,
 }
 
 /// `--paging-violation`: [`ViolationPolicy`] by name.
@@ -356,6 +365,18 @@ fn run(args: RunArgs) -> ExitCode {
         }
         None => None,
     };
+    if args.paging_audit && config.paging != PagingMode::Direct {
+        eprintln!("hypervisor: --paging-audit needs --paging direct (in native mode nothing is validated to audit)");
+        return ExitCode::from(2);
+    }
+    let paging_audit_interval = match args.paging_audit_interval {
+        Some(t) if t.is_finite() && t >= 0.1 && t < 1e9 => Some(Duration::from_secs_f64(t)),
+        Some(t) => {
+            eprintln!("hypervisor: --paging-audit-interval {t} is not a number of seconds of at least 0.1");
+            return ExitCode::from(2);
+        }
+        None => None,
+    };
     let control = match args.control_fd.map(ControlChannel::from_fd).transpose() {
         Ok(c) => c,
         Err(e) => {
@@ -437,7 +458,7 @@ fn run(args: RunArgs) -> ExitCode {
         }
         send(ControlEvent::Started { pid: std::process::id(), backend: detection.backend.name().into() });
         let _raw = interactive.then(RawTerminal::enter);
-        let report = match domain.run(RunOptions { timeout }) {
+        let report = match domain.run(RunOptions { timeout, paging_audit: args.paging_audit, paging_audit_interval }) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("hypervisor: domain {:?} could not run: {e}", config.name);
@@ -451,6 +472,9 @@ fn run(args: RunArgs) -> ExitCode {
         drop(_raw);
         if args.stats {
             print_stats(&report);
+        }
+        if let Some(audit) = &report.audit {
+            eprintln!("hypervisor: paging audit at the end: {audit}");
         }
         eprintln!("hypervisor: domain {:?} ended: {}", config.name, report.end);
         if matches!(report.end, DomainEnd::Reboot) && args.on_reboot == OnReboot::Restart {

@@ -329,3 +329,58 @@ fn malformed_management_requests_get_an_error_and_the_daemon_keeps_serving() {
     // Still serving.
     dom0.ok(&["list"]);
 }
+
+/// Waits until the serial log of domain `id` contains `text`.
+fn wait_for_console(dom0: &Dom0, id: u64, text: &str, limit: Duration) {
+    let start = std::time::Instant::now();
+    while !dom0.serial_log(id).contains(text) {
+        assert!(start.elapsed() < limit, "no {text:?} on the console within {limit:?}:\n{}", dom0.serial_log(id));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn audit_pauses_a_direct_paging_domain_checks_it_and_resumes_it() {
+    if !kvm_usable() {
+        eprintln!("skipped: /dev/kvm is not usable");
+        return;
+    }
+    let dom0 = Dom0::new("audit");
+    let walker = dom0.testguest_config("walker", "workload=pv-paging-loop", "paging = \"direct\"");
+    let plain = dom0.testguest_config("plain", LONG_RUNNING, "");
+    dom0.ok(&["create", walker.to_str().unwrap()]);
+    dom0.ok(&["create", plain.to_str().unwrap()]);
+    dom0.wait_for("both domains running", Duration::from_secs(20), |l| l.len() == 2 && l.iter().all(|d| d["state"] == "running"));
+    let id = id_of(&dom0.domain("walker").unwrap());
+    wait_for_console(&dom0, id, "testguest: paging: looping", Duration::from_secs(20));
+
+    let a = dom0.ok(&["audit", "walker"]);
+    assert!(
+        a.stdout.starts_with("domain walker: paging audit clean: the frame table's counts match live memory; walked vCPU 0 at CR3 0x"),
+        "{}",
+        a.explain()
+    );
+    let json = dom0.ok(&["audit", "walker", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap_or_else(|e| panic!("{e}: {}", json.stdout));
+    assert_eq!(report["clean"], true, "{report:#?}");
+    assert_eq!(report["walked"].as_array().map(Vec::len), Some(1), "{report:#?}");
+    assert!(report["tables"].as_u64().unwrap() >= 4, "{report:#?}");
+    // Resumed: the guest keeps making paging hypercalls.
+    assert_eq!(dom0.domain("walker").unwrap()["state"], "running");
+    let log = dom0.hypervisor_log(id);
+    assert!(log.contains("hypervisor: paging audit (asked by dom0): clean"), "{log}");
+
+    // A paused domain is audited and stays paused.
+    dom0.ok(&["pause", "walker"]);
+    dom0.ok(&["audit", "walker"]);
+    assert_eq!(dom0.domain("walker").unwrap()["state"], "paused");
+    dom0.ok(&["unpause", "walker"]);
+
+    // A native domain has nothing validated to walk.
+    let p = dom0.ok(&["audit", "plain"]);
+    assert!(p.stdout.contains("no vCPU has loaded a validated base pointer"), "{}", p.explain());
+    let missing = dom0.cli(&["audit", "nosuch"]);
+    assert_eq!(missing.code, Some(1), "{}", missing.explain());
+    dom0.ok(&["destroy", "walker"]);
+    dom0.ok(&["destroy", "plain"]);
+}

@@ -450,6 +450,15 @@ impl Daemon {
         Ok(format!("domain {name} {}.", if paused { "paused" } else { "unpaused" }))
     }
 
+    /// `audit`: the hypervisor's direct-paging audit.
+    pub async fn audit(&self, domain: &str) -> Result<(String, hypervisor::pv::audit::AuditReport), String> {
+        let (_, name, control) = self.control_of(domain).await?;
+        match control.call(ControlRequest::Audit, CONTROL_TIMEOUT).await? {
+            ControlEvent::Audit(report) => Ok((name, report)),
+            other => Err(format!("domain {name}: the hypervisor answered the audit with {other:?}.")),
+        }
+    }
+
     /// `shutdown` / `reboot`: the ACPI power button; a reboot restarts the
     /// domain once it has powered off.
     pub async fn request_shutdown(&self, domain: &str, reboot: bool, wait: Option<Duration>) -> Result<String, String> {

@@ -35,6 +35,7 @@ pub enum Workload {
     PvPagingCr3Native,
     PvPagingWpOff,
     PvPagingWpSpin,
+    PvPagingLoop,
     VirtioProbe,
     VirtioBlk,
     VirtioNet,
@@ -48,7 +49,7 @@ pub enum Workload {
 }
 
 impl Workload {
-    const ALL: [(&'static str, Workload); 29] = [
+    const ALL: [(&'static str, Workload); 30] = [
         ("banner", Workload::Banner),
         ("compute", Workload::Compute),
         ("triple-fault", Workload::TripleFault),
@@ -68,6 +69,7 @@ impl Workload {
         ("pv-paging-cr3-native", Workload::PvPagingCr3Native),
         ("pv-paging-wp-off", Workload::PvPagingWpOff),
         ("pv-paging-wp-spin", Workload::PvPagingWpSpin),
+        ("pv-paging-loop", Workload::PvPagingLoop),
         ("virtio-probe", Workload::VirtioProbe),
         ("virtio-blk", Workload::VirtioBlk),
         ("virtio-net", Workload::VirtioNet),

@@ -377,6 +377,7 @@ fn run_workload(options: &cmdline::Options<'_>, boot: &BootParameters, vif_regis
         Workload::PvPagingCr3Native => directpaging::cr3_native(),
         Workload::PvPagingWpOff => directpaging::wp_off(),
         Workload::PvPagingWpSpin => directpaging::wp_spin(),
+        Workload::PvPagingLoop => directpaging::update_loop(iterations),
         Workload::VirtioProbe => virtio(virtio::Mode::Probe),
         Workload::VirtioBlk => virtio(virtio::Mode::Blk),
         Workload::VirtioNet => virtio(virtio::Mode::Net),

@@ -1,7 +1,9 @@
 //! A from-scratch check of the frame table's bookkeeping, for tests, the
 //! fuzz target and debugging.
 
-use crate::entry::{entry_gpa, is_present, ENTRIES_PER_TABLE};
+use std::collections::BTreeSet;
+
+use crate::entry::{entry_gpa, is_present, Level, ENTRIES_PER_TABLE, PTE_RW};
 use crate::frame::{FrameClass, Gfn, PageType};
 use crate::memory::PageTableMemory;
 use crate::table::{entry_ref, FrameTable, RefKind};
@@ -160,5 +162,151 @@ impl FrameTable {
             violated!("the flush epoch is zero");
         }
         Ok(())
+    }
+}
+
+impl FrameTable {
+    /// Walks the address space whose L4 is `root`, as the CPU would from a
+    /// CR3 naming it, and reports (at most `limit`) places where it is not
+    /// what validation allows:
+    /// - every table reached must be a validated table of its level (type
+    ///   Lk with a type count above zero), the root an L4;
+    /// - every present entry must be valid for its level (the entry rules,
+    ///   I/O frames included);
+    /// - every frame an L1 entry maps must be one the guest may map that
+    ///   way: owned, not reserved, and, if writable, of type `Writable`
+    ///   (never a table, never a read-only frame).
+    ///
+    /// Each table is visited once, so the walk takes time in proportion to
+    /// the tables reachable. For audits of a live domain: the caller stops
+    /// its vCPUs first.
+    pub fn check_address_space<M: PageTableMemory>(
+        &self,
+        mem: &M,
+        root: Gfn,
+        limit: usize,
+    ) -> AddressSpaceCheck {
+        let mut walk = Walk {
+            table: self,
+            mem,
+            limit,
+            seen: BTreeSet::new(),
+            out: AddressSpaceCheck::default(),
+        };
+        walk.table_frame(root, Level::L4, &|| "the root".to_string());
+        walk.out
+    }
+}
+
+/// What [`FrameTable::check_address_space`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AddressSpaceCheck {
+    /// Tables walked.
+    pub tables: usize,
+    /// Problems found, at most the limit asked for.
+    pub findings: Vec<String>,
+    /// All problems found (above the limit, they are only counted).
+    pub total: usize,
+}
+
+impl AddressSpaceCheck {
+    /// Whether nothing was found.
+    pub fn is_clean(&self) -> bool {
+        self.total == 0
+    }
+}
+
+struct Walk<'a, M> {
+    table: &'a FrameTable,
+    mem: &'a M,
+    limit: usize,
+    seen: BTreeSet<(u64, Level)>,
+    out: AddressSpaceCheck,
+}
+
+impl<M: PageTableMemory> Walk<'_, M> {
+    fn finding(&mut self, text: String) {
+        self.out.total += 1;
+        if self.out.findings.len() < self.limit {
+            self.out.findings.push(text);
+        }
+    }
+
+    /// `gfn`, reached by `from`, used as a table of `level`.
+    fn table_frame(&mut self, gfn: Gfn, level: Level, from: &dyn Fn() -> String) {
+        if !self.seen.insert((gfn.0, level)) {
+            return;
+        }
+        let Some(f) = self.table.frame(gfn) else {
+            let what = if self.table.is_io_frame(gfn) {
+                "an I/O frame"
+            } else {
+                "outside the frame table"
+            };
+            self.finding(format!(
+                "{} is {level} table {gfn}, which is {what}",
+                from()
+            ));
+            return;
+        };
+        if f.page_type != PageType::table(level) || f.type_count == 0 {
+            self.finding(format!(
+                "{} is {level} table {gfn}, which is not validated as one (it is {}, a {} frame)",
+                from(),
+                f.page_type,
+                f.class
+            ));
+        }
+        self.out.tables += 1;
+        for idx in 0..ENTRIES_PER_TABLE {
+            let gpa = entry_gpa(gfn, idx);
+            let Ok(e) = self.mem.read_u64(gpa) else {
+                self.finding(format!("entry {idx} of {level} table {gfn} cannot be read"));
+                continue;
+            };
+            if !is_present(e) {
+                continue;
+            }
+            let here = || format!("entry {idx} ({e:#x}) of {level} table {gfn}");
+            if let Err(err) = self.table.check_entry(level, e) {
+                self.finding(format!("{} is invalid: {err}", here()));
+                continue;
+            }
+            let (target, _) = entry_ref(level, e);
+            match level.lower() {
+                Some(lower) => self.table_frame(target, lower, &here),
+                None => self.leaf(target, e & PTE_RW != 0, &here),
+            }
+        }
+    }
+
+    /// `gfn`, mapped by an L1 entry `from`.
+    fn leaf(&mut self, gfn: Gfn, writable: bool, from: &dyn Fn() -> String) {
+        if self.table.is_io_frame(gfn)
+            && self
+                .table
+                .frame(gfn)
+                .is_none_or(|f| f.class == FrameClass::Absent)
+        {
+            return;
+        }
+        let Some(f) = self.table.frame(gfn) else {
+            self.finding(format!(
+                "{} maps frame {gfn}, outside the frame table",
+                from()
+            ));
+            return;
+        };
+        let problem = match (f.class, writable) {
+            (FrameClass::Absent | FrameClass::Reserved, _) => Some(format!("a {} frame", f.class)),
+            (FrameClass::ReadOnly, true) => Some("a read-only frame, writable".to_string()),
+            (_, true) if f.page_type != PageType::Writable => {
+                Some(format!("{}, writable", f.page_type))
+            }
+            _ => None,
+        };
+        if let Some(p) = problem {
+            self.finding(format!("{} maps frame {gfn}: {p}", from()));
+        }
     }
 }

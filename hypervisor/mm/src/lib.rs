@@ -198,7 +198,7 @@ pub use entry::{
 };
 pub use error::{errno, Error, Reason};
 pub use frame::{FrameClass, FrameInfo, Gfn, PageType};
-pub use invariants::InvariantViolation;
+pub use invariants::{AddressSpaceCheck, InvariantViolation};
 pub use memory::{MemoryFault, PageTableMemory};
 pub use ops::{
     ext_cmd, mmu_cmd, BatchOutcome, Effects, Flush, MmuExtOp, MmuUpdate, MAX_BATCH, MMUEXT_OP_SIZE,

@@ -1525,3 +1525,79 @@ fn stats_count_rejections_by_reason() {
         .collect();
     assert_eq!(counted, [("frame_out_of_range", 1), ("not_pinned", 2)]);
 }
+
+#[test]
+fn a_validated_address_space_walks_clean() {
+    let (mut ft, mut mem) = setup();
+    tree(&mut mem);
+    pin(&mut ft, &mut mem, Level::L4, 1).unwrap();
+    let walk = ft.check_address_space(&mem, Gfn(1), 10);
+    assert!(walk.is_clean(), "{walk:?}");
+    assert_eq!(walk.tables, 4);
+    // I/O frames mapped from an L1 are fine too.
+    ft.add_io_range(Gfn(NR), 1).unwrap();
+    update(&mut ft, &mut mem, 4, 2, pte(NR, PTE_RW | PTE_PCD)).unwrap();
+    assert!(ft.check_address_space(&mem, Gfn(1), 10).is_clean());
+}
+
+#[test]
+fn an_unvalidated_address_space_is_found_out() {
+    let (ft, mut mem) = setup();
+    tree(&mut mem);
+    // Nothing pinned: every table is unvalidated, and the writable leaf
+    // has no writable type.
+    let walk = ft.check_address_space(&mem, Gfn(1), 10);
+    assert_eq!(walk.tables, 4);
+    assert_eq!(walk.total, 5, "{walk:#?}");
+    assert!(
+        walk.findings[0].starts_with(
+            "the root is L4 table 0x1, which is not validated as one (it is an untyped page"
+        ),
+        "{walk:#?}"
+    );
+    assert!(
+        walk.findings
+            .iter()
+            .any(|f| f.contains("maps frame 0x5: an untyped page, writable")),
+        "{walk:#?}"
+    );
+    // The limit bounds the list, not the count.
+    let walk = ft.check_address_space(&mem, Gfn(1), 2);
+    assert_eq!((walk.findings.len(), walk.total), (2, 5));
+    // A root outside the table.
+    assert_eq!(ft.check_address_space(&mem, Gfn(NR + 1), 10).total, 1);
+}
+
+#[test]
+fn entries_written_behind_the_validators_back_are_found() {
+    let (mut ft, mut mem) = setup();
+    tree(&mut mem);
+    pin(&mut ft, &mut mem, Level::L4, 1).unwrap();
+    // As a guest with CR0.WP clear could: a writable mapping of the L2,
+    // a protection key, and a link to a data frame.
+    mem.set_entry(Gfn(4), 3, pte(3, PTE_RW));
+    mem.set_entry(Gfn(4), 4, pte(6, 1 << 59));
+    mem.set_entry(Gfn(3), 5, pte(7, PTE_RW));
+    let walk = ft.check_address_space(&mem, Gfn(1), 10);
+    assert_eq!(walk.total, 3, "{walk:#?}");
+    assert!(
+        walk.findings
+            .iter()
+            .any(|f| f.contains("maps frame 0x3: an L2 page table, writable")),
+        "{walk:#?}"
+    );
+    assert!(
+        walk.findings
+            .iter()
+            .any(|f| f.contains("is invalid: L1 entry")),
+        "{walk:#?}"
+    );
+    assert!(
+        walk.findings
+            .iter()
+            .any(|f| f.contains("is L1 table 0x7, which is not validated")),
+        "{walk:#?}"
+    );
+    // The count check sees them too.
+    assert!(ft.check_invariants(&mem).is_err());
+}

@@ -7,6 +7,7 @@
 //! the arguments read from KVM's sync regs. Dispatch is pure logic over
 //! guest memory and the domain's PV state, tested without /dev/kvm.
 
+pub mod audit;
 pub mod console;
 pub mod guard;
 pub mod hypercall;
@@ -125,6 +126,10 @@ pub struct PvDomain {
     pub counters: HypercallCounters,
     /// The CR3 and CR0.WP checks, in direct-paging mode.
     pub guard: Option<guard::PagingGuard>,
+    /// Paging audits run (`audit::audit`).
+    pub audits: AtomicU64,
+    /// Paging audits that found something.
+    pub audit_failures: AtomicU64,
 }
 
 /// Why an MSR write was refused (the guest gets #GP).
@@ -166,6 +171,8 @@ impl PvDomain {
             console,
             counters: HypercallCounters::default(),
             guard: None,
+            audits: AtomicU64::new(0),
+            audit_failures: AtomicU64::new(0),
         }
     }
 
@@ -216,6 +223,8 @@ impl PvDomain {
             v.push(("cr3_violations".to_string(), cr3));
             v.push(("wp_violations".to_string(), wp));
         }
+        v.push(("audits".to_string(), self.audits.load(Ordering::Relaxed)));
+        v.push(("audit_failures".to_string(), self.audit_failures.load(Ordering::Relaxed)));
         v
     }
 

@@ -235,7 +235,13 @@ pub struct PauseGate {
     /// Kernel thread IDs of the vCPU threads, for kicks and CPU time (0
     /// until the thread starts).
     tids: Mutex<Vec<Arc<AtomicI32>>>,
+    /// Each vCPU's CR3 as it parked ([`NO_CR3`] until it first does), for
+    /// audits of a paused domain.
+    cr3s: Vec<AtomicU64>,
 }
+
+/// The CR3 of a vCPU that never parked.
+pub const NO_CR3: u64 = u64::MAX;
 
 #[derive(Default)]
 struct PauseState {
@@ -247,7 +253,23 @@ struct PauseState {
 impl PauseGate {
     /// A gate for `vcpus` vCPUs.
     pub fn new(vcpus: usize) -> PauseGate {
-        PauseGate { tids: Mutex::new((0..vcpus).map(|_| Arc::new(AtomicI32::new(0))).collect()), ..PauseGate::default() }
+        PauseGate {
+            tids: Mutex::new((0..vcpus).map(|_| Arc::new(AtomicI32::new(0))).collect()),
+            cr3s: (0..vcpus).map(|_| AtomicU64::new(NO_CR3)).collect(),
+            ..PauseGate::default()
+        }
+    }
+
+    /// The CR3 vCPU `index` had when it last parked ([`NO_CR3`] if it
+    /// never did).
+    pub fn parked_cr3(&self, index: usize) -> u64 {
+        self.cr3s.get(index).map_or(NO_CR3, |c| c.load(Ordering::Acquire))
+    }
+
+    fn publish_cr3(&self, index: usize, cr3: u64) {
+        if let Some(c) = self.cr3s.get(index) {
+            c.store(cr3, Ordering::Release);
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, PauseState> {
@@ -448,6 +470,11 @@ impl Vcpu {
         self.fd.set_sync_valid_reg(SyncReg::SystemRegister);
     }
 
+    /// Its CR3, read with KVM_GET_SREGS (call when it does not run).
+    pub fn cr3(&self) -> Option<u64> {
+        self.fd.get_sregs().ok().map(|s| s.cr3)
+    }
+
     /// This vCPU's index.
     pub fn index(&self) -> u32 {
         self.index
@@ -569,6 +596,12 @@ impl Vcpu {
                 shared.pv.shootdown.ack(self.index as usize, g);
             }
             if shared.pause.is_paused() {
+                // For audits: the CR3 it stops on (set by the guest or by a
+                // base-pointer switch; the synced copy may predate the
+                // latter).
+                if let Ok(s) = self.fd.get_sregs() {
+                    shared.pause.publish_cr3(self.index as usize, s.cr3);
+                }
                 // A paused vCPU runs no guest code, but still flushes its
                 // TLB when a vCPU that is not paused yet asks.
                 shared.pause.park(|| {
