@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use dom0::client::{self, ClientError};
 use dom0::paths::Paths;
-use dom0::protocol::{ConsoleKind, DomainInfo, DomainTop, HostInfo, Reply, Request};
+use dom0::protocol::{ConsoleKind, DomainDetail, DomainInfo, DomainTop, HostInfo, Reply, Request};
 
 /// Exit code for a refused request or a failed exchange.
 const EXIT_FAILED: u8 = 1;
@@ -88,8 +88,11 @@ enum Cmd {
         #[arg(short = 't', long = "type", value_enum, default_value_t = ConsoleKind::Pv)]
         kind: ConsoleKind,
     },
-    /// The host, its KVM backend (vmx, svm, pvm) and the domains.
+    /// The host, its KVM backend (vmx, svm, pvm) and the domains; with NAME, that
+    /// domain in detail (its paging mode and the hypervisor's paging counters).
     Info {
+        /// Name or ID of a domain.
+        domain: Option<String>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -190,7 +193,16 @@ fn command(paths: &Paths, cmd: Cmd) -> Result<(), ClientError> {
         Cmd::Pause { domain } => say(client::request(paths, &Request::Pause { domain })?),
         Cmd::Unpause { domain } => say(client::request(paths, &Request::Unpause { domain })?),
         Cmd::Console { domain, kind } => return attach(paths, &domain, kind),
-        Cmd::Info { json } => {
+        Cmd::Info { domain: Some(domain), json } => {
+            if let Reply::Domain { domain } = client::request(paths, &Request::DomainInfo { domain })? {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&domain).expect("serializes"));
+                } else {
+                    print!("{}", render_domain(&domain));
+                }
+            }
+        }
+        Cmd::Info { domain: None, json } => {
             if let Reply::Info { host } = client::request(paths, &Request::Info)? {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&host).expect("serializes"));
@@ -283,12 +295,12 @@ fn render_info(h: &HostInfo) -> String {
 
 fn render_top(domains: &[DomainTop]) -> String {
     let mut out = format!(
-        "{:<20} {:>4} {:<10} {:>5} {:>10} {:>7} {:>8} {:>8} {:>12} {:>10} {:>10} {:>9}\n",
-        "NAME", "ID", "STATE", "VCPUS", "VCPU(s)", "CPU%", "MEM(MiB)", "RSS(MiB)", "EXITS", "EXITS/s", "IO REQS", "IO/s"
+        "{:<20} {:>4} {:<10} {:>5} {:>10} {:>7} {:>8} {:>8} {:>12} {:>10} {:>10} {:>9} {:<6} {:>9} {:>9}\n",
+        "NAME", "ID", "STATE", "VCPUS", "VCPU(s)", "CPU%", "MEM(MiB)", "RSS(MiB)", "EXITS", "EXITS/s", "IO REQS", "IO/s", "PAGING", "PT-UPD/s", "PT-REJ/s"
     );
     for d in domains {
         out += &format!(
-            "{:<20} {:>4} {:<10} {:>5} {:>10.2} {:>7.1} {:>8} {:>8.1} {:>12} {:>10.0} {:>10} {:>9.0}\n",
+            "{:<20} {:>4} {:<10} {:>5} {:>10.2} {:>7.1} {:>8} {:>8.1} {:>12} {:>10.0} {:>10} {:>9.0} {:<6} {:>9.0} {:>9.0}\n",
             d.name,
             d.id,
             format!("{:?}", d.state).to_lowercase(),
@@ -300,10 +312,32 @@ fn render_top(domains: &[DomainTop]) -> String {
             d.exits,
             d.exits_per_s,
             d.io_requests,
-            d.io_requests_per_s
+            d.io_requests_per_s,
+            d.paging.name(),
+            d.paging_updates_per_s,
+            d.paging_rejected_per_s
         );
     }
     out
+}
+
+fn render_domain(d: &DomainDetail) -> String {
+    let i = &d.info;
+    let counters: Vec<String> = d.paging_counters.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    format!(
+        "name:               {}\nid:                 {}\nstate:              {}\nmemory (MiB):       {}\nvcpus:              {}\npid:                {}\nuptime (s):         {}\ndevices:            {}\npaging:             {}\npaging violations:  {}\npaging counters:    {}\n",
+        i.name,
+        i.id,
+        format!("{:?}", i.state).to_lowercase(),
+        i.memory_mib,
+        i.vcpus,
+        i.pid.map_or("-".into(), |p| p.to_string()),
+        i.uptime_s,
+        i.devices.join(" "),
+        i.paging.name(),
+        if i.paging == dom0::config::PagingMode::Direct { d.paging_violation.name() } else { "(not checked: native paging)" },
+        if counters.is_empty() { "none".to_string() } else { counters.join(" ") }
+    )
 }
 
 /// `console`: bytes both ways; Ctrl-] (0x1d) detaches.

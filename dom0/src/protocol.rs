@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::DomainSpec;
+use crate::config::{DomainSpec, PagingMode, ViolationPolicy};
 
 /// Longest request or response line, in bytes (a domain list of hundreds
 /// of domains fits easily; a runaway client does not grow the daemon).
@@ -85,6 +85,11 @@ pub enum Request {
     Info,
     /// Per-domain resource use and rates since the previous `Top`.
     Top,
+    /// One domain in detail.
+    DomainInfo {
+        /// Name or numeric ID.
+        domain: String,
+    },
     /// Audit a direct-paging domain's page tables (its vCPUs paused
     /// meanwhile).
     Audit {
@@ -140,6 +145,11 @@ pub enum Reply {
         /// One entry per domain.
         domains: Vec<DomainTop>,
     },
+    /// One domain in detail.
+    Domain {
+        /// The domain.
+        domain: DomainDetail,
+    },
     /// The result of an audit.
     Audit {
         /// The domain's name.
@@ -193,6 +203,22 @@ pub struct DomainInfo {
     pub last_end: Option<String>,
     /// Its devices, e.g. `blk:xvda`, `net:02:..`, `console`.
     pub devices: Vec<String>,
+    /// How its page tables are managed: `native` or `direct`.
+    pub paging: PagingMode,
+}
+
+/// `dom0 info NAME`: one domain in detail.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DomainDetail {
+    /// What `list` shows.
+    #[serde(flatten)]
+    pub info: DomainInfo,
+    /// What a direct-paging violation does.
+    pub paging_violation: ViolationPolicy,
+    /// The hypervisor's paging counters (name, value; zeros left out),
+    /// as `hypervisor run --stats` prints them; empty if the domain does
+    /// not run.
+    pub paging_counters: Vec<(String, u64)>,
 }
 
 /// `dom0 info`.
@@ -249,6 +275,17 @@ pub struct DomainTop {
     pub io_requests: u64,
     /// Backend requests per second since the previous sample.
     pub io_requests_per_s: f64,
+    /// How its page tables are managed.
+    pub paging: PagingMode,
+    /// Paging requests the validator carried out since start (`mmu_update`
+    /// requests, plain writes included, plus `mmuext_op` operations).
+    pub paging_updates: u64,
+    /// Of those, per second since the previous sample.
+    pub paging_updates_per_s: f64,
+    /// Paging requests it refused since start.
+    pub paging_rejected: u64,
+    /// Refused per second since the previous sample.
+    pub paging_rejected_per_s: f64,
 }
 
 /// Renders one response line (without the newline).

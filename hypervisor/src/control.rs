@@ -75,6 +75,16 @@ pub struct DomainStats {
     /// The hypervisor process's resident set, guest RAM it touched
     /// included.
     pub rss_bytes: u64,
+    /// Paging requests the frame table carried out: `mmu_update` requests
+    /// (plain writes included) plus `mmuext_op` operations.
+    #[serde(default)]
+    pub paging_updates: u64,
+    /// Paging requests it refused, every reason.
+    #[serde(default)]
+    pub paging_rejected: u64,
+    /// Every non-zero direct-paging counter, by its `--stats` name.
+    #[serde(default)]
+    pub paging_counters: Vec<(String, u64)>,
 }
 
 /// A message to dom0.
@@ -317,10 +327,13 @@ mod tests {
         assert!(serde_json::from_str::<ControlRequest>(r#"{"type":"destroy"}"#).is_err());
         let started = ControlEvent::Started { pid: 42, backend: "pvm".into() };
         assert_eq!(serde_json::to_string(&started).unwrap(), r#"{"type":"started","pid":42,"backend":"pvm"}"#);
-        let stats = ControlEvent::Stats(DomainStats { vcpus: 2, vcpu_time_ns: 5, exits: 7, memory_bytes: 1 << 20, rss_bytes: 4096 });
+        let stats = ControlEvent::Stats(DomainStats { vcpus: 2, vcpu_time_ns: 5, exits: 7, memory_bytes: 1 << 20, rss_bytes: 4096, paging_updates: 9, paging_rejected: 1, paging_counters: vec![("audits".into(), 1)] });
         let json = serde_json::to_string(&stats).unwrap();
-        assert_eq!(json, r#"{"type":"stats","vcpus":2,"vcpu_time_ns":5,"exits":7,"memory_bytes":1048576,"rss_bytes":4096}"#);
+        assert_eq!(json, r#"{"type":"stats","vcpus":2,"vcpu_time_ns":5,"exits":7,"memory_bytes":1048576,"rss_bytes":4096,"paging_updates":9,"paging_rejected":1,"paging_counters":[["audits",1]]}"#);
         assert_eq!(serde_json::from_str::<ControlEvent>(&json).unwrap(), stats);
+        // From a hypervisor without the paging counters.
+        let old = r#"{"type":"stats","vcpus":2,"vcpu_time_ns":5,"exits":7,"memory_bytes":1048576,"rss_bytes":4096}"#;
+        assert!(matches!(serde_json::from_str::<ControlEvent>(old).unwrap(), ControlEvent::Stats(DomainStats { paging_updates: 0, .. })));
         let ended = ControlEvent::Ended { reason: "poweroff".into(), exit_code: 0, detail: "reboot requested".into() };
         assert_eq!(serde_json::to_string(&ended).unwrap(), r#"{"type":"ended","reason":"poweroff","exit_code":0,"detail":"reboot requested"}"#);
         assert_eq!(serde_json::to_string(&ControlEvent::Error { message: "m".into() }).unwrap(), r#"{"type":"error","message":"m"}"#);

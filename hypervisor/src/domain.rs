@@ -415,7 +415,8 @@ impl DomainControl {
             .filter_map(|s| s.read().ok())
             .filter_map(|v| v.into_iter().find(|(n, _)| n == "exits").map(|(_, x)| x))
             .sum();
-        DomainStats { vcpus: self.vcpus, vcpu_time_ns, exits, memory_bytes: self.memory_bytes, rss_bytes: rss_bytes().unwrap_or(0) }
+        let (paging_updates, paging_rejected) = self.pv.paging_rates();
+        DomainStats { vcpus: self.vcpus, vcpu_time_ns, exits, memory_bytes: self.memory_bytes, rss_bytes: rss_bytes().unwrap_or(0), paging_updates, paging_rejected, paging_counters: self.pv.paging_stats().into_iter().filter(|(_, n)| *n > 0).collect() }
     }
 }
 

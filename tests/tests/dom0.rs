@@ -384,3 +384,51 @@ fn audit_pauses_a_direct_paging_domain_checks_it_and_resumes_it() {
     dom0.ok(&["destroy", "walker"]);
     dom0.ok(&["destroy", "plain"]);
 }
+
+#[test]
+fn list_info_and_top_show_the_paging_mode_and_the_validators_rates() {
+    if !kvm_usable() {
+        eprintln!("skipped: /dev/kvm is not usable");
+        return;
+    }
+    let dom0 = Dom0::new("paging-rates");
+    let walker = dom0.testguest_config("walker", "workload=pv-paging-loop", "paging = \"direct\"\npaging_violation = \"report\"");
+    let plain = dom0.testguest_config("plain", LONG_RUNNING, "");
+    dom0.ok(&["create", walker.to_str().unwrap()]);
+    dom0.ok(&["create", plain.to_str().unwrap()]);
+    let list = dom0.wait_for("both domains running", Duration::from_secs(20), |l| l.len() == 2 && l.iter().all(|d| d["state"] == "running"));
+    let mode = |name: &str| list.iter().find(|d| d["name"] == name).map(|d| d["paging"].clone());
+    assert_eq!(mode("walker"), Some("direct".into()), "{list:#?}");
+    assert_eq!(mode("plain"), Some("native".into()), "{list:#?}");
+    let id = id_of(&dom0.domain("walker").unwrap());
+    wait_for_console(&dom0, id, "testguest: paging: looping", Duration::from_secs(20));
+
+    // info NAME: the mode, the policy and the hypervisor's counters.
+    let info = dom0.ok(&["info", "walker", "--json"]);
+    let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap_or_else(|e| panic!("{e}: {}", info.stdout));
+    assert_eq!(info["paging"], "direct", "{info:#?}");
+    assert_eq!(info["paging_violation"], "report", "{info:#?}");
+    let counter = |name: &str| {
+        info["paging_counters"].as_array().and_then(|c| c.iter().find(|p| p[0] == name)).and_then(|p| p[1].as_u64()).unwrap_or(0)
+    };
+    assert!(counter("updates_applied") > 0 && counter("rejected_type_conflict") > 0, "{info:#?}");
+    let text = dom0.ok(&["info", "walker"]).stdout;
+    assert!(text.contains("paging:             direct") && text.contains("updates_applied="), "{text}");
+    let text = dom0.ok(&["info", "plain"]).stdout;
+    assert!(text.contains("paging:             native") && text.contains("(not checked: native paging)"), "{text}");
+
+    // top: two validated updates and one refusal about every 1-2 ms.
+    let top = dom0.ok(&["top", "-n", "1", "-d", "1", "--json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(top.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", top.stdout));
+    let row = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("{rows:#?}")).clone();
+    let (w, p) = (row("walker"), row("plain"));
+    assert_eq!(w["paging"], "direct");
+    let (updates, rejected) = (w["paging_updates_per_s"].as_f64().unwrap(), w["paging_rejected_per_s"].as_f64().unwrap());
+    assert!(updates > 50.0 && rejected > 25.0 && updates > rejected, "{w:#?}");
+    assert!(w["paging_updates"].as_u64().unwrap() > w["paging_rejected"].as_u64().unwrap(), "{w:#?}");
+    assert_eq!((p["paging_updates_per_s"].as_f64(), p["paging_rejected_per_s"].as_f64()), (Some(0.0), Some(0.0)), "{p:#?}");
+    let text = dom0.ok(&["top", "-n", "1", "-d", "0.5"]).stdout;
+    assert!(text.contains("PT-UPD/s") && text.contains("direct"), "{text}");
+    dom0.ok(&["destroy", "walker"]);
+    dom0.ok(&["destroy", "plain"]);
+}

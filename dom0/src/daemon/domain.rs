@@ -15,7 +15,7 @@ use super::control::ControlHandle;
 use crate::backends::{self, BackendSpec, NetPort, RunningBackend, Switch};
 use crate::config::{Action, DomainSpec, VifLink};
 use crate::paths::{hypervisor_binary, Paths};
-use crate::protocol::{ConsoleKind, DomainInfo, DomainState, DomainTop};
+use crate::protocol::{ConsoleKind, DomainDetail, DomainInfo, DomainState, DomainTop};
 
 /// A domain that restarts this often within [`RESTART_WINDOW`] is left
 /// shut down instead of restarted again (a crash loop).
@@ -53,8 +53,45 @@ struct Domain {
     life: Option<Life>,
     /// Signalled with the end reason whenever a life ends for good.
     ended: watch::Sender<Option<String>>,
-    /// Previous `top` sample: when, vCPU ns, exits, I/O requests.
-    sample: Option<(Instant, u64, u64, u64)>,
+    /// The previous `top` sample.
+    sample: Option<Sample>,
+}
+
+/// What `top` measured of a domain at one moment.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    at: Instant,
+    vcpu_ns: u64,
+    exits: u64,
+    io: u64,
+    paging_updates: u64,
+    paging_rejected: u64,
+}
+
+/// Rates between two samples, per second (CPU: percent of one CPU).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Rates {
+    cpu_percent: f64,
+    exits: f64,
+    io: f64,
+    paging_updates: f64,
+    paging_rejected: f64,
+}
+
+impl Sample {
+    /// The rates from `prev` to this sample; a counter that went down (a
+    /// new life) counts as no change.
+    fn rates_since(&self, prev: &Sample) -> Rates {
+        let dt = self.at.saturating_duration_since(prev.at).as_secs_f64().max(1e-3);
+        let per_s = |now: u64, then: u64| now.saturating_sub(then) as f64 / dt;
+        Rates {
+            cpu_percent: per_s(self.vcpu_ns, prev.vcpu_ns) / 1e9 * 100.0,
+            exits: per_s(self.exits, prev.exits),
+            io: per_s(self.io, prev.io),
+            paging_updates: per_s(self.paging_updates, prev.paging_updates),
+            paging_rejected: per_s(self.paging_rejected, prev.paging_rejected),
+        }
+    }
 }
 
 struct Life {
@@ -503,8 +540,29 @@ impl Daemon {
                 starts: d.starts,
                 last_end: d.last_end.clone(),
                 devices: d.life.as_ref().map(|l| l.devices.clone()).unwrap_or_default(),
+                paging: d.spec.paging,
             })
             .collect()
+    }
+
+    /// `info NAME`: the `list` row, the paging policy and the hypervisor's
+    /// paging counters (if it runs).
+    pub async fn domain_info(&self, domain: &str) -> Result<DomainDetail, String> {
+        let (id, policy, control) = {
+            let t = self.table();
+            let id = Self::resolve(&t, domain)?;
+            let d = &t.domains[&id];
+            (id, d.spec.paging_violation, d.life.as_ref().filter(|l| l.control.has_started()).map(|l| l.control.clone()))
+        };
+        let paging_counters = match control {
+            Some(c) => match c.call(ControlRequest::Stats, CONTROL_TIMEOUT).await {
+                Ok(ControlEvent::Stats(s)) => s.paging_counters,
+                _ => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        let info = self.list().into_iter().find(|d| d.id == id).ok_or("the domain disappeared.")?;
+        Ok(DomainDetail { info, paging_violation: policy, paging_counters })
     }
 
     /// RAM of the domains that have a process.
@@ -536,19 +594,14 @@ impl Daemon {
                 let s = stats.get(&d.id);
                 let io: u64 = d.life.as_ref().map_or(0, |l| l.backends.iter().map(|b| b.stats().requests).sum());
                 let (ns, exits) = s.map_or((0, 0), |s| (s.vcpu_time_ns, s.exits));
-                let (cpu, exits_ps, io_ps) = match (d.sample, s) {
-                    (Some((at, ns0, ex0, io0)), Some(_)) => {
-                        let dt = now.duration_since(at).as_secs_f64().max(1e-3);
-                        (
-                            ns.saturating_sub(ns0) as f64 / 1e9 / dt * 100.0,
-                            exits.saturating_sub(ex0) as f64 / dt,
-                            io.saturating_sub(io0) as f64 / dt,
-                        )
-                    }
-                    _ => (0.0, 0.0, 0.0),
+                let (updates, rejected) = s.map_or((0, 0), |s| (s.paging_updates, s.paging_rejected));
+                let sample = Sample { at: now, vcpu_ns: ns, exits, io, paging_updates: updates, paging_rejected: rejected };
+                let rates = match (&d.sample, s) {
+                    (Some(prev), Some(_)) => sample.rates_since(prev),
+                    _ => Rates::default(),
                 };
                 if s.is_some() {
-                    d.sample = Some((now, ns, exits, io));
+                    d.sample = Some(sample);
                 }
                 DomainTop {
                     id: d.id,
@@ -556,13 +609,18 @@ impl Daemon {
                     state: d.state,
                     vcpus: d.spec.vcpus,
                     vcpu_time_s: ns as f64 / 1e9,
-                    cpu_percent: cpu,
+                    cpu_percent: rates.cpu_percent,
                     memory_mib: d.spec.memory_mib,
                     rss_mib: s.map_or(0.0, |s| s.rss_bytes as f64 / (1 << 20) as f64),
                     exits,
-                    exits_per_s: exits_ps,
+                    exits_per_s: rates.exits,
                     io_requests: io,
-                    io_requests_per_s: io_ps,
+                    io_requests_per_s: rates.io,
+                    paging: d.spec.paging,
+                    paging_updates: updates,
+                    paging_updates_per_s: rates.paging_updates,
+                    paging_rejected: rejected,
+                    paging_rejected_per_s: rates.paging_rejected,
                 }
             })
             .collect()
@@ -694,5 +752,17 @@ mod tests {
         assert_eq!(classify(Ok(std::process::ExitStatus::from_raw(0)), Some(ended)).0, EndKind::Reboot);
         let exit = ControlEvent::Ended { reason: "guest-exit".into(), exit_code: 0, detail: "status 0".into() };
         assert_eq!(classify(Ok(std::process::ExitStatus::from_raw(0)), Some(exit)).0, EndKind::Poweroff);
+    }
+
+    #[test]
+    fn top_rates_are_per_second_and_a_new_life_is_no_negative_rate() {
+        let t0 = Instant::now();
+        let prev = Sample { at: t0, vcpu_ns: 1_000_000_000, exits: 100, io: 10, paging_updates: 50, paging_rejected: 5 };
+        let now = Sample { at: t0 + Duration::from_secs(2), vcpu_ns: 2_000_000_000, exits: 300, io: 10, paging_updates: 450, paging_rejected: 25 };
+        let r = now.rates_since(&prev);
+        assert_eq!(r, Rates { cpu_percent: 50.0, exits: 100.0, io: 0.0, paging_updates: 200.0, paging_rejected: 10.0 });
+        // Counters of a restarted domain start again from zero.
+        let restarted = Sample { paging_updates: 3, ..now };
+        assert_eq!(restarted.rates_since(&now).paging_updates, 0.0);
     }
 }

@@ -123,6 +123,10 @@ async fn serve_client(daemon: Arc<Daemon>, mut stream: UnixStream) {
         Request::Unpause { domain } => done(daemon.set_paused(&domain, false).await),
         Request::Info => ok(Reply::Info { host: host_info(&daemon).await }),
         Request::Top => ok(Reply::Top { domains: daemon.top().await }),
+        Request::DomainInfo { domain } => match daemon.domain_info(&domain).await {
+            Ok(domain) => ok(Reply::Domain { domain }),
+            Err(message) => Response::Error { message },
+        },
         Request::Audit { domain } => match daemon.audit(&domain).await {
             Ok((name, report)) => ok(Reply::Audit { name, report }),
             Err(message) => Response::Error { message },

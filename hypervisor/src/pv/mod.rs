@@ -228,6 +228,15 @@ impl PvDomain {
         v
     }
 
+    /// `(carried out, refused)` paging requests: `mmu_update` requests
+    /// plus `mmuext_op` operations done, and every rejection.
+    pub fn paging_rates(&self) -> (u64, u64) {
+        let Some(t) = &self.frames else { return (0, 0) };
+        let t = t.lock().unwrap_or_else(|p| p.into_inner());
+        let s = t.stats();
+        (s.updates_applied + s.ext_ops_done, s.rejected_total())
+    }
+
     /// The guest's RAM.
     pub fn memory(&self) -> &GuestMemoryMmap {
         &self.memory
