@@ -72,7 +72,7 @@ typedef int64_t  spv_s64;
 
 /* ABI version, reported in EAX of SPV_CPUID_LEAF_VERSION as major << 16 | minor. */
 #define SPV_ABI_VERSION_MAJOR	0
-#define SPV_ABI_VERSION_MINOR	1
+#define SPV_ABI_VERSION_MINOR	2
 
 /* ------------------------------------------------------------------------
  * cpuid: CPUID leaves in the hypervisor range (0x40000000..).

@@ -16,7 +16,7 @@
 /// Major ABI version, reported in [`cpuid::LEAF_VERSION`].
 pub const ABI_VERSION_MAJOR: u16 = 0;
 /// Minor ABI version, reported in [`cpuid::LEAF_VERSION`].
-pub const ABI_VERSION_MINOR: u16 = 1;
+pub const ABI_VERSION_MINOR: u16 = 2;
 
 /// CPUID leaves in the hypervisor range (0x4000_0000..).
 ///
