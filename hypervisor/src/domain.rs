@@ -575,11 +575,11 @@ impl Domain {
             memory_map,
             pv_console,
             config.vcpus as usize,
-            backend == HostBackend::Pvm,
             &match kind {
                 GuestKind::Freestanding => crate::pv::FrameLayout::freestanding(),
                 GuestKind::Linux(_) => crate::pv::FrameLayout::linux(config.devices.len() as u32),
-            },
+            }
+            .on_pvm(backend == HostBackend::Pvm),
         )
         .with_shadow_sync(if backend == HostBackend::Pvm {
             // The slot number after the RAM slots.

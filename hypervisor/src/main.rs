@@ -31,7 +31,7 @@ enum Command {
         json: bool,
     },
     /// Run one domain in the foreground; exits with the guest's exit status.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args)]
@@ -370,7 +370,7 @@ fn run(args: RunArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let paging_audit_interval = match args.paging_audit_interval {
-        Some(t) if t.is_finite() && t >= 0.1 && t < 1e9 => Some(Duration::from_secs_f64(t)),
+        Some(t) if (0.1..1e9).contains(&t) => Some(Duration::from_secs_f64(t)),
         Some(t) => {
             eprintln!("hypervisor: --paging-audit-interval {t} is not a number of seconds of at least 0.1");
             return ExitCode::from(2);
@@ -498,6 +498,6 @@ fn main() -> ExitCode {
         .init();
     match Cli::parse().command {
         Command::Info { json } => info(json),
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
     }
 }

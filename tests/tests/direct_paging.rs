@@ -275,7 +275,7 @@ fn a_native_cr3_load_kills_a_direct_paging_domain() {
     // Kill is the default policy.
     let r = run_testguest("workload=pv-paging-cr3-native", &["--stats", "--mem", "64", "--paging", "direct"]);
     assert_ok_lines(&r, BUILD_LINES);
-    assert_eq!(r.code, Some(i32::from(pvabi::exit_status::EXIT_CODE_CRASHED)), "{}", r.explain());
+    assert_eq!(r.code, Some(pvabi::exit_status::EXIT_CODE_CRASHED), "{}", r.explain());
     assert!(r.messages.contains(CRASHED_CR3), "{}", r.explain());
     assert!(r.messages.contains("which is not a validated L4 (the frame is a writable page; RIP 0x"), "{}", r.explain());
     // Killed at the exit of the line after the load.
@@ -325,7 +325,7 @@ fn validated_use_of_direct_paging_is_no_violation() {
 fn clearing_cr0_wp_kills_a_direct_paging_domain() {
     require_kvm!();
     let r = run_testguest("workload=pv-paging-wp-off", &["--stats", "--mem", "64", "--paging", "direct", "--paging-violation", "kill"]);
-    assert_eq!(r.code, Some(i32::from(pvabi::exit_status::EXIT_CODE_CRASHED)), "{}", r.explain());
+    assert_eq!(r.code, Some(pvabi::exit_status::EXIT_CODE_CRASHED), "{}", r.explain());
     assert!(r.messages.contains(CRASHED_WP), "{}", r.explain());
     assert!(!r.console.contains("CR0.WP is set again"), "{}", r.explain());
     assert_eq!(violations(&r), (0, 1), "{}", r.explain());
@@ -353,7 +353,7 @@ fn a_vcpu_that_never_exits_is_still_checked() {
     // kick of direct-paging vCPUs finds it.
     let started = std::time::Instant::now();
     let r = run_testguest("workload=pv-paging-wp-spin", &["--stats", "--mem", "64", "--paging", "direct", "--timeout", "20"]);
-    assert_eq!(r.code, Some(i32::from(pvabi::exit_status::EXIT_CODE_CRASHED)), "killed, not timed out\n{}", r.explain());
+    assert_eq!(r.code, Some(pvabi::exit_status::EXIT_CODE_CRASHED), "killed, not timed out\n{}", r.explain());
     assert!(r.messages.contains(CRASHED_WP), "{}", r.explain());
     assert!(started.elapsed() < std::time::Duration::from_secs(15), "{:?}\n{}", started.elapsed(), r.explain());
 }

@@ -112,7 +112,7 @@ mod tests {
         let ram = GuestRam::new(c"audit-test", 16 << 20).unwrap();
         let console = PvConsole::new(Arc::new(Mutex::new(ConsoleSink::new(false, None, ConsoleTail::default()))));
         let map = crate::boot::freestanding::memory_map(ram.ranges());
-        let pv = PvDomain::new(ram.memory().clone(), ram.file().try_clone().unwrap(), ram.ranges().to_vec(), map, console, 1, false, &FrameLayout::freestanding());
+        let pv = PvDomain::new(ram.memory().clone(), ram.file().try_clone().unwrap(), ram.ranges().to_vec(), map, console, 1, &FrameLayout::freestanding());
         (pv, ram)
     }
 

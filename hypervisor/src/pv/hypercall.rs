@@ -386,7 +386,7 @@ mod tests {
         let tail = ConsoleTail::default();
         let console = PvConsole::new(Arc::new(Mutex::new(ConsoleSink::new(false, None, tail.clone()))));
         let map = crate::boot::freestanding::memory_map(ram.ranges());
-        (PvDomain::new(ram.memory().clone(), ram.file().try_clone().unwrap(), ram.ranges().to_vec(), map, console, 1, false, &crate::pv::FrameLayout::freestanding()), tail, Balloon::default(), ram)
+        (PvDomain::new(ram.memory().clone(), ram.file().try_clone().unwrap(), ram.ranges().to_vec(), map, console, 1, &crate::pv::FrameLayout::freestanding()), tail, Balloon::default(), ram)
     }
 
     #[derive(Default)]

@@ -80,6 +80,9 @@ pub struct FrameLayout {
     /// Device register pages the guest may map from L1 entries (with cache
     /// attributes), as `(guest-physical address, bytes)`, page-aligned.
     pub io_ranges: Vec<(u64, u64)>,
+    /// Every present entry must carry the U/S bit: on kvm_pvm, where the
+    /// vCPU livelocks on page faults without it.
+    pub user_bit_required: bool,
 }
 
 impl FrameLayout {
@@ -103,7 +106,13 @@ impl FrameLayout {
         io_ranges.push((pvabi::power::GED_MMIO_BASE, pvabi::power::GED_MMIO_LEN));
         io_ranges.push((IOAPIC_MMIO_BASE, APIC_MMIO_LEN));
         io_ranges.push((LAPIC_MMIO_BASE, APIC_MMIO_LEN));
-        FrameLayout { low_mem_ram: true, io_ranges }
+        FrameLayout { low_mem_ram: true, io_ranges, user_bit_required: false }
+    }
+
+    /// The same, with U/S required in every present entry if `pvm` (the
+    /// host is kvm_pvm).
+    pub fn on_pvm(self, pvm: bool) -> FrameLayout {
+        FrameLayout { user_bit_required: pvm, ..self }
     }
 }
 
@@ -148,10 +157,9 @@ impl PvDomain {
         memory_map: Vec<pvabi::boot::MemMapEntry>,
         console: PvConsole,
         vcpus: usize,
-        pvm: bool,
         layout: &FrameLayout,
     ) -> PvDomain {
-        let frames = match frame_table(&ram, vcpus, pvm, layout) {
+        let frames = match frame_table(&ram, vcpus, layout) {
             Ok(t) => Some(Mutex::new(t)),
             Err(e) => {
                 tracing::warn!("direct paging is unavailable for this domain: {e}");
@@ -304,12 +312,11 @@ impl PvDomain {
 /// The frame table of a domain with `ram`: frames in holes are absent; the
 /// boot area below 1 MiB (boot structures, start info) can be mapped
 /// read-only only unless `layout` makes it RAM; `layout`'s I/O ranges are
-/// added. On kvm_pvm every present entry must carry the U/S bit, or the
-/// vCPU livelocks on page faults.
-pub fn frame_table(ram: &[RamRange], vcpus: usize, pvm: bool, layout: &FrameLayout) -> Result<FrameTable, pvmm::Error> {
+/// added, and its U/S requirement set.
+pub fn frame_table(ram: &[RamRange], vcpus: usize, layout: &FrameLayout) -> Result<FrameTable, pvmm::Error> {
     let end = ram.iter().map(RamRange::end).max().unwrap_or(0);
     let mut config = pvmm::Config::new(end / 4096, vcpus);
-    if pvm {
+    if layout.user_bit_required {
         config.required_bits = pvmm::PTE_US;
     }
     let mut t = FrameTable::new(config)?;
@@ -335,7 +342,7 @@ mod tests {
     use crate::layout::ram_ranges;
 
     fn table(mem: u64, layout: &FrameLayout) -> FrameTable {
-        frame_table(&ram_ranges(mem), 1, false, layout).unwrap()
+        frame_table(&ram_ranges(mem), 1, layout).unwrap()
     }
 
     #[test]
@@ -362,5 +369,7 @@ mod tests {
             assert!(!io(pvabi::layout::UNBACKED_MMIO_PROBE) && !io(0xa0000));
         }
         assert_eq!(FrameLayout::linux(0).io_ranges.len(), 3, "no virtio range without devices");
+        assert_eq!(table(64 << 20, &FrameLayout::linux(0).on_pvm(true)).config().required_bits, pvmm::PTE_US);
+        assert_eq!(table(64 << 20, &FrameLayout::freestanding()).config().required_bits, 0);
     }
 }
