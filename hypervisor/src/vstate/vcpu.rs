@@ -725,7 +725,26 @@ impl Vcpu {
         let sync = self.fd.sync_regs();
         let (cr0, cr3, rip) = (sync.sregs.cr0, sync.sregs.cr3, sync.regs.rip);
         let frames = shared.pv.frames.as_ref()?;
-        let out = self.guard.check(guard, index, cr0, cr3, rip, |gfn| frames.lock().unwrap_or_else(|p| p.into_inner()).frame(gfn));
+        let (fd, vcpu_guard) = (&self.fd, &mut self.guard);
+        let lookup = |gfn| {
+            // Another vCPU holding the table may be waiting for this one
+            // to flush its TLB: keep answering while waiting for the lock,
+            // as the paging hypercalls do.
+            loop {
+                match frames.try_lock() {
+                    Ok(t) => break t.frame(gfn),
+                    Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner().frame(gfn),
+                    Err(std::sync::TryLockError::WouldBlock) => {
+                        if let Some(g) = shared.pv.shootdown.pending(index) {
+                            FdControl(fd).flush_tlb();
+                            shared.pv.shootdown.ack(index, g);
+                        }
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        };
+        let out = vcpu_guard.check(guard, index, cr0, cr3, rip, lookup);
         for v in &out.first_of_kind {
             eprintln!("hypervisor: {v}");
         }
