@@ -429,3 +429,19 @@ fn the_audit_needs_direct_paging_mode() {
     assert_eq!(r.code, Some(2), "{}", r.explain());
     assert!(r.messages.contains("--paging-audit needs --paging direct"), "{}", r.explain());
 }
+
+#[test]
+fn a_native_cr3_load_of_a_pinned_l4_is_fine_until_it_is_unpinned() {
+    require_kvm!();
+    let r = run_testguest("workload=pv-paging-cr3-unpin", &["--stats", "--mem", "64", "--paging", "direct", "--paging-violation", "report"]);
+    assert_all_passed(&r, "pv-paging-cr3-unpin", 13);
+    // One violation, after the unpin (the cached check is redone when the
+    // L4 loses its type), none for the native load itself.
+    assert_eq!(violations(&r), (1, 0), "{}", r.explain());
+    assert!(r.messages.contains("which is not a validated L4 (the frame is not a validated page table;"), "{}", r.explain());
+    let r = run_testguest("workload=pv-paging-cr3-unpin", &["--stats", "--mem", "64", "--paging", "direct"]);
+    assert_eq!(r.code, Some(pvabi::exit_status::EXIT_CODE_CRASHED), "{}", r.explain());
+    assert!(r.console.contains("testguest: paging: running on the pinned second L4 after a native mov cr3 = cr3=0x"), "{}", r.explain());
+    assert!(!r.console.contains("back on the first L4"), "{}", r.explain());
+    assert!(r.messages.contains(CRASHED_CR3), "{}", r.explain());
+}

@@ -36,6 +36,7 @@ pub enum Workload {
     PvPagingWpOff,
     PvPagingWpSpin,
     PvPagingLoop,
+    PvPagingCr3Unpin,
     VirtioProbe,
     VirtioBlk,
     VirtioNet,
@@ -49,7 +50,7 @@ pub enum Workload {
 }
 
 impl Workload {
-    const ALL: [(&'static str, Workload); 30] = [
+    const ALL: [(&'static str, Workload); 31] = [
         ("banner", Workload::Banner),
         ("compute", Workload::Compute),
         ("triple-fault", Workload::TripleFault),
@@ -70,6 +71,7 @@ impl Workload {
         ("pv-paging-wp-off", Workload::PvPagingWpOff),
         ("pv-paging-wp-spin", Workload::PvPagingWpSpin),
         ("pv-paging-loop", Workload::PvPagingLoop),
+        ("pv-paging-cr3-unpin", Workload::PvPagingCr3Unpin),
         ("virtio-probe", Workload::VirtioProbe),
         ("virtio-blk", Workload::VirtioBlk),
         ("virtio-net", Workload::VirtioNet),

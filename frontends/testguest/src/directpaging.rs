@@ -934,6 +934,35 @@ pub fn cr3_native() -> ! {
     checks.finish()
 }
 
+/// `pv-paging-cr3-unpin`: after `NEW_BASEPTR`, a native `mov cr3` to the
+/// second L4, which is pinned (allowed: no violation), then `UNPIN` of it
+/// while running on it (it is nobody's base pointer, so it stops being a
+/// validated table). The line printed next is an exit where a
+/// direct-paging hypervisor sees a CR3 that is no longer validated (with
+/// `--paging-violation kill` the domain ends there); with `report` the
+/// guest goes back, natively, to the first L4 (pinned and the base
+/// pointer).
+pub fn cr3_unpin() -> ! {
+    let mut checks = Checks::with_topic("paging", "pv-paging-cr3-unpin");
+    let (hc, host_pvm) = start(&mut checks);
+    let Some(space) = build_and_switch(&mut checks, hc, host_pvm) else { checks.finish() };
+    let other = space.other_l4 << 12;
+    // SAFETY: the second L4 shares the identity L3: it maps everything in
+    // use (not the window, which this workload does not touch).
+    unsafe { arch::write_cr3(other) };
+    let cr3 = arch::read_cr3() & PTE_ADDRESS_MASK;
+    checks.verdict("running on the pinned second L4 after a native mov cr3", cr3 == other, format_args!("cr3={other:#x}"), format_args!("cr3={cr3:#x}"));
+    // SAFETY: the L4's memory stays as it is; only its validation ends.
+    let got = unsafe { mmuext_op(hc, &[op(MMUEXT_UNPIN_TABLE, space.other_l4)]) };
+    expect(&mut checks, "unpin the second L4 while running on it", Outcome::ok(1), got);
+    let l4 = space.l4 << 12;
+    // SAFETY: the first L4, which maps everything in use.
+    unsafe { arch::write_cr3(l4) };
+    let cr3 = arch::read_cr3() & PTE_ADDRESS_MASK;
+    checks.verdict("back on the first L4 with a native mov cr3", cr3 == l4, format_args!("cr3={l4:#x}"), format_args!("cr3={cr3:#x}"));
+    checks.finish()
+}
+
 /// `pv-paging-wp-off`: after `NEW_BASEPTR`, clears CR0.WP and prints a
 /// line (an exit, where a direct-paging hypervisor sees WP clear: with
 /// `--paging-violation kill` the domain ends there); then stores a present

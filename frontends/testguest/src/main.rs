@@ -378,6 +378,7 @@ fn run_workload(options: &cmdline::Options<'_>, boot: &BootParameters, vif_regis
         Workload::PvPagingWpOff => directpaging::wp_off(),
         Workload::PvPagingWpSpin => directpaging::wp_spin(),
         Workload::PvPagingLoop => directpaging::update_loop(iterations),
+        Workload::PvPagingCr3Unpin => directpaging::cr3_unpin(),
         Workload::VirtioProbe => virtio(virtio::Mode::Probe),
         Workload::VirtioBlk => virtio(virtio::Mode::Blk),
         Workload::VirtioNet => virtio(virtio::Mode::Net),

@@ -158,8 +158,9 @@ impl PagingGuard {
         self.entered.get(vcpu).is_some_and(|e| e.load(Ordering::Acquire))
     }
 
-    /// The frame table may have changed types: checks cached against an
-    /// older generation are done again.
+    /// The frame table may have changed types (a frame became or stopped
+    /// being a table, or changed class): checks cached against an older
+    /// generation are done again.
     pub fn table_changed(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }

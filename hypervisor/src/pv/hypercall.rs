@@ -337,14 +337,18 @@ fn paging(ctx: &mut CallContext<'_>, nr: u32, args: [u64; 5]) -> Outcome {
             tracing::error!("vCPUs {late:?} did not flush their TLBs in time");
         }
     };
+    // Frames that became or stopped being tables (what the CR3 checks
+    // depend on) show in these two counters.
+    let retyped_before = (table.stats().tables_validated, table.stats().tables_released);
     let out = {
         let mut mem = mmu::GuestTables::new(pv.memory(), &mut flush_all);
         if nr == MMU_UPDATE { table.mmu_update_in_guest(&mut mem, list, count) } else { table.mmuext_op_in_guest(&mut mem, vcpu, list, count) }
     };
     if let Some(guard) = &pv.guard {
         // Under the lock, so that no vCPU caches a CR3 check against the
-        // old generation with the new state.
-        if out.done > 0 {
+        // old generation with the new state. Ordinary entry updates change
+        // no table's type and leave the vCPUs' cached checks valid.
+        if (table.stats().tables_validated, table.stats().tables_released) != retyped_before {
             guard.table_changed();
         }
         if out.effects.new_base.is_some() {
