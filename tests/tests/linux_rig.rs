@@ -24,6 +24,14 @@ fn failures(run: &RigRun, expected: &[&str]) -> Vec<String> {
     failures
 }
 
+/// Fails with the rig log's last `tail` lines unless every expected case
+/// passed, no other case failed and rig.sh succeeded.
+fn assert_all_passed(run: &RigRun, expected: &[&str], tail: usize) {
+    let failures = failures(run, expected);
+    assert!(failures.is_empty(), "rig failures:\n{}\n--- last lines of the rig log ---\n{}", failures.join("\n"), run.tail(tail));
+    assert_eq!(run.code, Some(0), "rig.sh failed:\n{}", run.tail(80));
+}
+
 #[test]
 fn linux_guests_boot_power_off_reboot_and_panic_in_the_rig() {
     // The scenario takes about 2 minutes; 10 allow for a loaded machine.
@@ -45,9 +53,7 @@ fn linux_guests_boot_power_off_reboot_and_panic_in_the_rig() {
         "linux-pv-serial",
         "linux-pv-exits",
     ];
-    let failures = failures(&run, &expected);
-    assert!(failures.is_empty(), "rig failures:\n{}\n--- last lines of the rig log ---\n{}", failures.join("\n"), run.tail(150));
-    assert_eq!(run.code, Some(0), "rig.sh failed:\n{}", run.tail(80));
+    assert_all_passed(&run, &expected, 150);
 }
 
 /// Linux guests created by dom0 inside the rig: virtio-blk (a disk written
@@ -71,7 +77,5 @@ fn linux_guests_managed_by_dom0_in_the_rig() {
         "dom0-linux-pv-shell",
         "dom0-linux-kill9",
     ];
-    let failures = failures(&run, &expected);
-    assert!(failures.is_empty(), "rig failures:\n{}\n--- last lines of the rig log ---\n{}", failures.join("\n"), run.tail(200));
-    assert_eq!(run.code, Some(0), "rig.sh failed:\n{}", run.tail(80));
+    assert_all_passed(&run, &expected, 200);
 }
