@@ -144,7 +144,9 @@ base_initramfs() {
 	local key
 	key=$({
 		sha256sum "$SELF" "$HERE/l1init.sh" "$HERE/lib.sh" /bin/busybox | cut -d' ' -f1
+		# by content: a RIG_GUEST_DIR that is rebuilt in place keeps its name
 		echo "$GUEST_DIR"
+		sha256sum "$GUEST_DIR"/* | cut -d' ' -f1
 	} | sha256sum | cut -c1-16)
 	BASE="$CACHE/rig-l1-base-$key.cpio"
 	[ -s "$BASE" ] && return 0
