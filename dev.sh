@@ -51,6 +51,9 @@ ramdisk = "$1/initramfs.cpio.gz"
 # kernel message on, and the shell on it: 'dom0 console' shows it, dom0's
 # domains/ID/serial.log keeps it; the virtio-console is hvc1
 cmdline = "earlyprintk=splitpv console=hvc0 panic=-1"
+# direct paging: every page-table update of the kernel and of every process
+# goes through the hypervisor's validated mmu_update/mmuext_op (patch 0008)
+paging = "direct"
 disk = [ '$2/linux-disk.img,raw,xvda,rw' ]
 vif = [ 'switch=lan' ]
 EOF
