@@ -95,6 +95,34 @@ fn bad_configurations_and_names_get_clear_errors() {
     assert_eq!(r.code, Some(2), "usage errors exit 2: {}", r.explain());
 }
 
+#[test]
+fn create_of_a_domain_that_cannot_be_built_fails_with_the_hypervisors_reason() {
+    let dom0 = Dom0::new("create-fails");
+    let text = dom0.file("notakernel", b"this is a text file, not a kernel\n");
+    let cfg = dom0.file("broken.cfg", format!("name = \"broken\"\nmemory = 64\nkernel = \"{}\"\n", text.display()).as_bytes());
+    let r = dom0.cli(&["create", cfg.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{}", r.explain());
+    assert!(!r.stdout.contains("created"), "it does not claim to have created the domain: {}", r.explain());
+    assert!(
+        r.stderr.contains("domain broken did not start") && r.stderr.contains("the file is not an ELF image"),
+        "the hypervisor's reason is the answer: {}",
+        r.explain()
+    );
+    // on_crash's default, destroy: nothing is left of it.
+    assert!(dom0.list().is_empty(), "{:?}", dom0.list());
+    // With on_crash = "preserve" it stays in the list, with the same reason.
+    let kept = dom0.file("kept.cfg", format!("name = \"kept\"\nmemory = 64\nkernel = \"{}\"\non_crash = \"preserve\"\n", text.display()).as_bytes());
+    let r = dom0.cli(&["create", kept.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{}", r.explain());
+    let d = dom0.domain("kept").expect("kept in the list");
+    assert_eq!(d["state"], "shutdown", "{d}");
+    assert!(d.to_string().contains("not an ELF image"), "the list says why: {d}");
+    // A domain that does start is still created, and its name is free again after the failure.
+    let ok = dom0.testguest_config("broken", LONG_RUNNING, "");
+    dom0.ok(&["create", ok.to_str().unwrap()]);
+    dom0.ok(&["destroy", "broken"]);
+}
+
 /// Waits until domain `name` has shut down (it was configured to be kept)
 /// and returns its serial console log.
 fn finished_log(dom0: &Dom0, name: &str, limit: Duration) -> String {

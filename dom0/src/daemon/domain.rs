@@ -23,6 +23,9 @@ const MAX_RESTARTS: u32 = 10;
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
 /// How long building a domain may take before requests to it give up.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a failed `create` waits for the end of the domain's process to
+/// be classified (the process has ended or is being killed by then).
+const END_VERDICT_WAIT: Duration = Duration::from_secs(10);
 /// How long a control request may take.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(12);
 
@@ -144,9 +147,13 @@ impl Daemon {
             .ok_or_else(|| format!("there is no domain called or numbered \"{domain}\"."))
     }
 
-    /// `create`.
+    /// `create`: answers once the domain has started (its hypervisor said
+    /// `started`), or with why it did not. A domain that ends before it
+    /// started is handled as any end (its `on_crash` applies: by default it
+    /// is gone; with `preserve` `list` keeps it with the reason), and the
+    /// answer is the reason the hypervisor gave.
     pub async fn create(self: &Arc<Self>, spec: DomainSpec, paused: bool) -> Result<(u32, String), String> {
-        let id = {
+        let (id, mut ended) = {
             let mut t = self.table();
             if t.domains.values().any(|d| d.spec.name == spec.name) {
                 return Err(format!("a domain called \"{}\" already exists.", spec.name));
@@ -168,18 +175,44 @@ impl Daemon {
                     sample: None,
                 },
             );
-            id
+            (id, t.domains[&id].ended.subscribe())
         };
         if let Err(e) = self.save_spec(&spec) {
             tracing::warn!("domain {}: its configuration could not be saved: {e}", spec.name);
         }
-        match self.start_life(id, paused).await {
-            Ok(()) => Ok((id, spec.name)),
-            Err(e) => {
-                self.forget(id);
-                Err(e)
-            }
+        if let Err(e) = self.start_life(id, paused).await {
+            self.forget(id);
+            return Err(e);
         }
+        let control = self.table().domains.get(&id).and_then(|d| d.life.as_ref().map(|l| l.control.clone()));
+        let started = match control {
+            Some(c) => c.wait_started(START_TIMEOUT).await,
+            None => Err("its hypervisor process ended before the domain started".to_string()),
+        };
+        let why = match started {
+            Ok(()) => return Ok((id, spec.name)),
+            Err(why) => why,
+        };
+        // The process ended (or never said it started): its end is
+        // classified and on_crash applied by the life's watcher; wait for
+        // that verdict, which carries the hypervisor's own reason.
+        let verdict = match tokio::time::timeout(END_VERDICT_WAIT, ended.wait_for(|r| r.is_some())).await {
+            Ok(Ok(r)) => r.clone(),
+            _ => None,
+        };
+        let reason = match verdict {
+            Some(r) => r,
+            None => {
+                let last_end = self.table().domains.get(&id).and_then(|d| d.last_end.clone());
+                if last_end.is_none() {
+                    // Still not started (or restarting): nothing of it may
+                    // stay behind a failed create.
+                    let _ = self.destroy(&id.to_string()).await;
+                }
+                last_end.unwrap_or(why)
+            }
+        };
+        Err(format!("domain {} did not start: {reason}", spec.name))
     }
 
     fn save_spec(&self, spec: &DomainSpec) -> std::io::Result<()> {
