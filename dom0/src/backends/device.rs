@@ -8,9 +8,9 @@
 //! alone until the frontend stops it (GET_VRING_BASE) or resets the device.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringEpollHandler, VringMutex, VringT};
@@ -70,6 +70,25 @@ pub(crate) struct Backend {
     /// The worker's epoll, to stop polling a port that failed for good.
     /// Weak: the handler holds the backend.
     worker: OnceLock<Weak<VringEpollHandler<Arc<Backend>>>>,
+    /// The read ends of the exit events given to vhost-user-backend's
+    /// workers. Its `VringEpollHandler::new` (0.24) turns the consumer into
+    /// a raw fd for its epoll and never closes it: without closing them
+    /// here every backend life leaked one eventfd in dom0.
+    exit_consumers: Mutex<Vec<RawFd>>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let fds = std::mem::take(self.exit_consumers.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for fd in fds {
+            // `fd` is the consumer of an exit event this backend made
+            // (exit_event); the worker handler that registered it in its
+            // epoll holds an Arc of this backend, so it and its epoll are
+            // gone by now, and the crate never closes the fd itself: it is
+            // open and owned by nobody else.
+            let _ = nix::unistd::close(fd);
+        }
+    }
 }
 
 impl Backend {
@@ -84,6 +103,7 @@ impl Backend {
             broken,
             acked_features: AtomicU64::new(0),
             worker: OnceLock::new(),
+            exit_consumers: Mutex::new(Vec::new()),
         }
     }
 
@@ -257,7 +277,13 @@ impl VhostUserBackend for Backend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()
+        let (consumer, notifier) = new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()?;
+        // Closed when the backend goes (see `exit_consumers`).
+        self.exit_consumers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(consumer.as_raw_fd());
+        Some((consumer, notifier))
     }
 
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
