@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -537,10 +537,7 @@ impl Domain {
 
         let log = match &config.console_log {
             Some(path) => Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
+                crate::devices::console_log::BoundedLog::open(path)
                     .map_err(|source| DomainError::ConsoleLog { path: path.display().to_string(), source })?,
             ),
             None => None,

@@ -9,6 +9,7 @@
 pub mod acpi_pm;
 pub mod bus;
 pub mod cmos;
+pub mod console_log;
 pub mod debug_exit;
 pub mod ged;
 pub mod i8042;

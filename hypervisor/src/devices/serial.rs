@@ -1,7 +1,6 @@
 //! The domain's 16550 UART (vm-superio), its output streamed to the console
 //! and appended to the domain's console log.
 
-use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
@@ -10,6 +9,7 @@ use vm_superio::{serial::NoEvents, Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::bus::{BusDevice, BusRequest};
+use super::console_log::BoundedLog;
 
 /// Raises the UART's interrupt by signalling an eventfd. With an in-kernel
 /// irqchip the eventfd is registered as an irqfd for the UART's IRQ line;
@@ -75,13 +75,14 @@ enum Echo {
 /// and the kept tail.
 pub struct ConsoleSink {
     echo: Echo,
-    log: Option<File>,
+    log: Option<BoundedLog>,
     tail: ConsoleTail,
 }
 
 impl ConsoleSink {
-    /// Writes to stdout (if `echo`), to `log` (if any) and to `tail`.
-    pub fn new(echo: bool, log: Option<File>, tail: ConsoleTail) -> ConsoleSink {
+    /// Writes to stdout (if `echo`), to `log` (if any; bounded in size and
+    /// rate) and to `tail`.
+    pub fn new(echo: bool, log: Option<BoundedLog>, tail: ConsoleTail) -> ConsoleSink {
         ConsoleSink { echo: if echo { Echo::Stdout(io::stdout()) } else { Echo::None }, log, tail }
     }
 
@@ -130,7 +131,7 @@ impl Write for ConsoleSink {
             }
         }
         if let Some(log) = &mut self.log {
-            let _ = log.write_all(buf);
+            let _ = log.write_at(buf, std::time::Instant::now());
         }
         self.tail.push(buf);
         Ok(buf.len())
@@ -193,12 +194,14 @@ impl BusDevice for SerialPort {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::io::Read;
 
     #[test]
     fn output_reaches_the_log() {
         let path = std::env::temp_dir().join(format!("serial-test-{}.log", std::process::id()));
-        let log = File::create(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let log = BoundedLog::open(&path).unwrap();
         let sink = Arc::new(Mutex::new(ConsoleSink::new(false, Some(log), ConsoleTail::default())));
         let mut port = SerialPort::new(EventFd::new(libc::EFD_NONBLOCK).unwrap(), sink);
         for b in b"hi\n" {
