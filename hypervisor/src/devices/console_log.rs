@@ -29,6 +29,9 @@ pub struct BoundedLog {
     /// Bytes in the current file.
     size: u64,
     rotate_at: u64,
+    /// Only a regular file is rotated (never `/dev/null` or a pipe the
+    /// user named as the log).
+    regular: bool,
     /// Token bucket: bytes that may be written now, refilled at `rate`.
     tokens: f64,
     rate: f64,
@@ -52,12 +55,13 @@ impl BoundedLog {
     /// bytes per second after a burst of `burst`.
     pub fn with_bounds(path: &Path, rotate_at: u64, rate: u64, burst: u64, now: Instant) -> io::Result<BoundedLog> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        let size = file.metadata()?.len();
+        let meta = file.metadata()?;
         Ok(BoundedLog {
             path: path.to_owned(),
             file,
-            size,
+            size: meta.len(),
             rotate_at: rotate_at.max(1),
+            regular: meta.is_file(),
             tokens: burst as f64,
             rate: rate as f64,
             burst: burst as f64,
@@ -100,7 +104,7 @@ impl BoundedLog {
     }
 
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
-        if self.size + buf.len() as u64 > self.rotate_at && self.size > 0 {
+        if self.regular && self.size + buf.len() as u64 > self.rotate_at && self.size > 0 {
             self.rotate()?;
         }
         self.file.write_all(buf)?;
@@ -170,6 +174,23 @@ mod tests {
         assert!(text.contains("[console log: 6000 bytes left out here, over 1000 bytes/s]"), "{text}");
         assert!(text.ends_with(&"b".repeat(2000)) && !text.ends_with(&"b".repeat(2001)), "{text}");
         assert_eq!(log.dropped_total, 7000);
+    }
+
+    #[test]
+    fn a_log_that_is_no_regular_file_is_never_rotated() {
+        // A FIFO stands for /dev/null (which a regression must not get to
+        // rename in a test run as root); a reader keeps it writable.
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = temp("fifo");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let _reader = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path).unwrap();
+        let t0 = Instant::now();
+        let mut log = BoundedLog::with_bounds(&path, 10, u64::MAX / 4, u64::MAX / 4, t0).unwrap();
+        for _ in 0..10 {
+            log.write_at(b"0123456789", t0).unwrap();
+        }
+        assert_eq!(log.rotations, 0);
+        assert!(!log.rotated_path().exists());
     }
 
     #[test]
