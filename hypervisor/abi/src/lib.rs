@@ -12,6 +12,7 @@
 //! fields; bump [`ABI_VERSION_MINOR`] for additions and
 //! [`ABI_VERSION_MAJOR`] for anything a guest could notice otherwise.
 #![no_std]
+#![forbid(unsafe_code)]
 
 /// Major ABI version, reported in [`cpuid::LEAF_VERSION`].
 pub const ABI_VERSION_MAJOR: u16 = 0;

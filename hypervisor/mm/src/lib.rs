@@ -179,6 +179,9 @@
 //! bounded by the domain's own size and only delays the domain itself).
 //! Nested validation recurses at most four levels and allocates nothing.
 
+// Pure logic: nothing here needs unsafe code, and nothing may.
+#![forbid(unsafe_code)]
+
 mod entry;
 mod error;
 mod frame;
