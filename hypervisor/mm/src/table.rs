@@ -511,13 +511,7 @@ impl FrameTable {
             };
         };
         let mut old = mem.read_u64(gpa).map_err(|_| Error::GuestMemory { gpa })?;
-        let with_ad = |old: u64| {
-            if preserve_ad && is_present(old) && is_present(val) {
-                val | (old & (PTE_A | PTE_D))
-            } else {
-                val
-            }
-        };
+        let with_ad = |old: u64| if preserve_ad { keep_ad(old, val) } else { val };
         let mut new = with_ad(old);
 
         // The reference the new entry holds is taken before the old one is
@@ -573,9 +567,7 @@ impl FrameTable {
     ) -> Result<(), Error> {
         let f = self.frames[i];
         if f.type_count == 0 && f.ty.level().is_some() && f.dropped_at == self.flush_epoch {
-            mem.flush_tlbs();
-            self.stats.retype_flushes += 1;
-            self.advance_flush_epoch();
+            self.flush_before_retype(mem);
         }
         let fault = Error::GuestMemory { gpa };
         if !preserve_ad {
@@ -587,11 +579,7 @@ impl FrameTable {
             let mut old = mem.read_u64(gpa).map_err(|_| fault)?;
             let mut done = false;
             for _ in 0..PRESERVE_AD_TRIES {
-                let new = if is_present(old) && is_present(val) {
-                    val | (old & (PTE_A | PTE_D))
-                } else {
-                    val
-                };
+                let new = keep_ad(old, val);
                 let seen = mem.compare_exchange_u64(gpa, old, new).map_err(|_| fault)?;
                 if seen == old {
                     done = true;
@@ -802,9 +790,7 @@ impl FrameTable {
         // before the contents are read, so that what is validated is what
         // stays.
         if before.ty != ty && before.ty != PageType::None && before.dropped_at == self.flush_epoch {
-            mem.flush_tlbs();
-            self.stats.retype_flushes += 1;
-            self.advance_flush_epoch();
+            self.flush_before_retype(mem);
         }
 
         // The type is set before the entries are validated: an entry that
@@ -900,6 +886,15 @@ impl FrameTable {
         }
     }
 
+    /// A frame that lost its last role since the last flush takes another:
+    /// every vCPU flushes first, so that no stale translation reaches it in
+    /// the old role.
+    fn flush_before_retype<M: PageTableMemory>(&mut self, mem: &mut M) {
+        mem.flush_tlbs();
+        self.stats.retype_flushes += 1;
+        self.advance_flush_epoch();
+    }
+
     fn advance_flush_epoch(&mut self) {
         self.flush_epoch = self.flush_epoch.wrapping_add(1);
         if self.flush_epoch == 0 {
@@ -910,6 +905,17 @@ impl FrameTable {
             }
             self.flush_epoch = 1;
         }
+    }
+}
+
+/// `val` with the accessed and dirty bits of `old` when both are present
+/// (the `PT_UPDATE_PRESERVE_AD` command).
+#[inline]
+fn keep_ad(old: u64, val: u64) -> u64 {
+    if is_present(old) && is_present(val) {
+        val | (old & (PTE_A | PTE_D))
+    } else {
+        val
     }
 }
 
